@@ -1,0 +1,1 @@
+"""Deployment support: the embedded dev stack (`make run`), images, compose."""

