@@ -59,9 +59,12 @@ async def _delete_stream(url: str, stream: str) -> None:
 
     nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=1)
     try:
-        await nc.jetstream().delete_stream(stream)
-    except NotFoundError:
-        pass
+        # the account stream and the revoked-sessions bucket (shared.revocations)
+        for name in (stream, f"KV_{stream}_REVOKED"):
+            try:
+                await nc.jetstream().delete_stream(name)
+            except NotFoundError:
+                pass
     finally:
         await nc.close()
 
