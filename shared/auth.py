@@ -170,3 +170,19 @@ class JwksVerifier:
         return decode_access_token(
             token, self._keys, issuer=self.issuer, audience=self.audience, algorithms=self.algorithms
         )
+
+
+class AccessTokenGuard:
+    """What every resource service asks of a bearer token: a valid signature and
+    claims (`JwksVerifier`), and a session that has not been logged out
+    (`shared.revocations.RevocationList`, optional)."""
+
+    def __init__(self, verifier: JwksVerifier, revocations=None):
+        self.verifier = verifier
+        self.revocations = revocations
+
+    async def check(self, token: str) -> AccessClaims:
+        claims = await self.verifier.verify(token)
+        if self.revocations is not None and self.revocations.is_revoked(claims.sid):
+            raise InvalidToken("the session of this token has been logged out")
+        return claims
