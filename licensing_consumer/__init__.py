@@ -1,0 +1,1 @@
+"""The licensing consumer: licences per company account, built from the account events."""

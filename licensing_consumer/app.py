@@ -1,0 +1,133 @@
+"""The licensing consumer's process: its database, its durable consumer, its read API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from nats.js.errors import NotFoundError
+from psycopg_pool import AsyncConnectionPool
+
+from licensing_consumer.api import router
+from licensing_consumer.settings import Settings
+from licensing_consumer.store import COMPONENT, MIGRATIONS, LicenceReader, LicensingProjection
+from shared.auth import AccessTokenGuard, JwksVerifier
+from shared.bus import NatsLink
+from shared.consumer import EventConsumer
+from shared.db import ensure_database, migrate, open_pool, ping
+from shared.revocations import RevocationList, revocation_bucket
+from shared.web import add_ops_routes, install_error_handlers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    pool: AsyncConnectionPool
+    link: NatsLink
+    consumer: EventConsumer
+
+    async def close(self) -> None:
+        await self.link.close()
+        await self.pool.close()
+
+
+async def open_runtime(settings: Settings) -> Runtime:
+    """Database (created and migrated if needed), NATS link and the consumer over them."""
+    url = settings.licensing_database_url
+    await ensure_database(url)
+    pool = await open_pool(url, name="licensing")
+    try:
+        await migrate(pool, COMPONENT, MIGRATIONS)
+    except Exception:
+        await pool.close()
+        raise
+    prefix = settings.nats_subject_prefix
+    link = NatsLink(settings.nats_url, "licensing-consumer", stream=settings.nats_stream, subjects=[f"{prefix}.>"])
+    await link.start(wait=2)
+    consumer = EventConsumer(
+        pool=pool, link=link, stream=settings.nats_stream, subject_prefix=prefix,
+        projection=LicensingProjection(), durable=settings.licensing_durable,
+    )
+    return Runtime(pool, link, consumer)
+
+
+async def restart_durable_if_fresh(rt: Runtime) -> None:
+    """On an empty read model, make the durable consumer start again from the stream's
+    first event (it may remember a position from an earlier database)."""
+    async with rt.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT 1 FROM consumer_positions WHERE consumer = %s LIMIT 1", (rt.consumer.projection.name,)
+        )
+        if await cur.fetchone():
+            return
+    js = await rt.link.wait_connected()
+    with contextlib.suppress(NotFoundError):
+        await js.delete_consumer(rt.consumer.stream, rt.consumer.durable)
+        log.info("empty read model: durable consumer %s restarts from the stream's start", rt.consumer.durable)
+
+
+async def consume(rt: Runtime, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await restart_durable_if_fresh(rt)
+            break
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - NATS or the database away: retry
+            log.warning("cannot check the durable consumer yet (%s); retrying", e)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+    await rt.consumer.run(stop)
+
+
+def create_app(settings: Settings | None = None, *, verifier=None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = await open_runtime(settings)
+        own_verifier = verifier is None
+        jwks = verifier or JwksVerifier(settings.jwks_url, issuer=settings.issuer, audience=settings.token_audience)
+        revocations = RevocationList(rt.link, revocation_bucket(settings.nats_stream))
+        await revocations.start()
+        app.state.runtime = rt
+        app.state.reader = LicenceReader(rt.pool)
+        app.state.guard = AccessTokenGuard(jwks, revocations)
+        stop = asyncio.Event()
+        task = asyncio.create_task(consume(rt, stop), name="licensing-consumer")
+        try:
+            yield
+        finally:
+            stop.set()
+            try:
+                await asyncio.wait_for(task, 10)
+            except (TimeoutError, asyncio.CancelledError, Exception):  # noqa: BLE001
+                task.cancel()
+            await revocations.stop()
+            if own_verifier:
+                await jwks.aclose()
+            await rt.close()
+
+    app = FastAPI(
+        title="multicompte licensing consumer",
+        version="0.1.0",
+        description="Licences per company account, built from the account events only.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    async def db_ok() -> bool:
+        return await ping(app.state.runtime.pool)
+
+    async def nats_ok() -> bool:
+        return await app.state.runtime.link.ping()
+
+    add_ops_routes(app, "licensing", {"database": db_ok, "nats": nats_ok})
+    app.include_router(router)
+    return app
