@@ -5,14 +5,32 @@ survives restarts."""
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    """preexec_fn: on Linux, the child gets SIGTERM when its parent dies, so a
+    killed `make run` (or test run) leaves no orphan behind."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: best effort only
+        pass
+
+
+def child_preexec():
+    """What to pass as `preexec_fn` for a child that must not outlive us."""
+    return _die_with_parent if sys.platform.startswith("linux") else None
 
 
 @dataclass
@@ -26,14 +44,43 @@ class EmbeddedPostgres:
     def url(self, dbname: str) -> str:
         return self.server.get_uri(dbname)
 
+    @property
+    def pid(self) -> int | None:
+        return self.server.get_pid()
+
     def stop(self) -> None:
+        _forget_dead_handles(Path(self.server.pgdata))
         self.server.cleanup()
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """pgserver stops the server when its last live handle closes; a handle
+    left by a killed process would keep it running forever. Drop those."""
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if _pid_alive(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def start_postgres(data_dir: Path) -> EmbeddedPostgres:
     import pgserver  # optional dependency: the `embedded` extra
 
     data_dir.mkdir(parents=True, exist_ok=True)
+    _forget_dead_handles(data_dir.resolve())
     return EmbeddedPostgres(pgserver.get_server(data_dir, cleanup_mode="stop"))
 
 
@@ -101,13 +148,19 @@ def start_nats(store_dir: Path, port: int | None = None, *, log_file: Path | Non
     store_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL
-    proc = subprocess.Popen(
-        [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store_dir)],
-        stdout=out, stderr=out, start_new_session=True, env={**os.environ},
-    )
+    try:
+        proc = subprocess.Popen(
+            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store_dir)],
+            stdout=out, stderr=out, start_new_session=True, env={**os.environ},
+            preexec_fn=child_preexec(),
+        )
+    finally:
+        if log_file:
+            out.close()
     try:
         wait_for_port(port, proc=proc)
     except Exception:
         proc.kill()
+        proc.wait()
         raise
     return EmbeddedNats(proc, port, store_dir)
