@@ -1,0 +1,2 @@
+"""The identity service: people, emails, passwords, sessions, signing keys,
+the membership read model and switching between company accounts."""

@@ -1,0 +1,112 @@
+"""The identity service's composition root: `create_app(settings)`.
+
+The lifespan owns the pool, the keys, NATS, the projector (a durable
+JetStream consumer through the consumer kit), the LISTEN task that wakes
+`min_version` waiters when another replica applies events, and the
+revocation list."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from identity_service import keys, projector
+from identity_service.api import router
+from identity_service.keys import KeyRing
+from identity_service.projector import MembershipProjection, VersionWaiters
+from identity_service.service import IdentityService
+from identity_service.settings import Settings
+from identity_service.store import MIGRATIONS, Store
+from shared import db
+from shared.bus import NatsLink
+from shared.consumer import EventConsumer
+from shared.revocations import RevocationList, revocation_bucket
+from shared.web import add_ops_routes, install_error_handlers
+
+log = logging.getLogger(__name__)
+
+
+def make_consumer(settings: Settings, pool, link: NatsLink, waiters: VersionWaiters | None = None) -> EventConsumer:
+    return EventConsumer(
+        pool=pool, link=link, stream=settings.nats_stream, subject_prefix=settings.nats_subject_prefix,
+        projection=MembershipProjection(), durable=projector.PROJECTION_NAME,
+        notify_channel=projector.NOTIFY_CHANNEL,
+        on_applied=waiters.applied if waiters is not None else None,
+    )
+
+
+async def open_database(settings: Settings):
+    await db.ensure_database(settings.database_url)
+    pool = await db.open_pool(settings.database_url, min_size=2, max_size=settings.identity_pool_size,
+                              name="identity")
+    await db.migrate(pool, "identity", MIGRATIONS)
+    return pool
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await open_database(settings)
+        await keys.ensure_key(pool)
+        keyring = KeyRing(pool)
+        await keyring.load()
+        link = NatsLink(settings.nats_url, "identity-service", stream=settings.nats_stream,
+                        subjects=[f"{settings.nats_subject_prefix}.>"])
+        await link.start(wait=2)
+        revocations = RevocationList(link, revocation_bucket(settings.nats_stream))
+        waiters = VersionWaiters()
+        svc = IdentityService(settings, Store(pool), keyring, waiters, revocations)
+        app.state.identity = svc
+        app.state.link = link
+        app.state.pool = pool
+        stop = asyncio.Event()
+        listening = asyncio.Event()
+        tasks = [asyncio.create_task(projector.listen_forever(settings.database_url, waiters, listening),
+                                     name="identity-listen")]
+        if settings.identity_projector:
+            consumer = make_consumer(settings, pool, link, waiters)
+            app.state.consumer = consumer
+            tasks.append(asyncio.create_task(consumer.run(stop), name="identity-projector"))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(listening.wait(), 5)
+        try:
+            yield
+        finally:
+            stop.set()
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            await revocations.stop()
+            await link.close()
+            await pool.close()
+
+    app = FastAPI(
+        title="multicompte identity service",
+        version="0.1.0",
+        description="People, emails, sessions, signing keys and switching between company accounts.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(router)
+
+    async def db_ready() -> bool:
+        return await db.ping(app.state.pool)
+
+    async def nats_ready() -> bool:
+        return await app.state.link.ping()
+
+    add_ops_routes(app, "identity", {"database": db_ready, "nats": nats_ready})
+    return app
+
+
+def app_factory() -> FastAPI:
+    """For `uvicorn --factory identity_service.app:app_factory` (settings from the environment)."""
+    return create_app(Settings())

@@ -1,0 +1,32 @@
+"""Configuration of the identity service (environment variables, pydantic-settings)."""
+
+from __future__ import annotations
+
+from shared.settings import PG_DEFAULT, CommonSettings
+
+
+class Settings(CommonSettings):
+    identity_database_url: str = f"{PG_DEFAULT}/multicompte_identity"
+    identity_port: int = 8001
+    # uvicorn worker processes (each runs the HTTP app and a projector replica)
+    identity_workers: int = 1
+    # run the membership projector in this process (a replica may leave it to others)
+    identity_projector: bool = True
+    identity_pool_size: int = 10
+
+    access_token_ttl_seconds: int = 300
+    session_ttl_seconds: int = 14 * 24 * 3600
+    # login throttling, per normalised email, counted in the database
+    login_max_failures: int = 5
+    login_failure_window_seconds: int = 900
+    login_lockout_seconds: int = 60
+    # how long a switch with `min_version` may wait for the read model
+    switch_wait_seconds: float = 5.0
+
+    @property
+    def database_url(self) -> str:
+        return self.identity_database_url
+
+    @property
+    def port(self) -> int:
+        return self.identity_port

@@ -1,0 +1,249 @@
+"""PostgreSQL access for people, sessions, login throttling and the read model.
+
+Every psycopg error a client can cause is translated into our own exceptions
+here; nothing above this module knows SQL.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from identity_service import keys, projector
+from identity_service.domain import Membership, Principal, throttle_retry_after
+from shared.consumer import POSITIONS_MIGRATION
+from shared.errors import Conflict
+
+MIGRATIONS = [
+    """
+    CREATE TABLE IF NOT EXISTS users (
+        id              uuid        PRIMARY KEY,
+        email           text        NOT NULL UNIQUE,
+        display_name    text,
+        password_hash   text        NOT NULL,
+        last_account_id text,
+        created_at      timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE IF NOT EXISTS sessions (
+        id                uuid        PRIMARY KEY,
+        user_id           uuid        NOT NULL REFERENCES users (id),
+        token_hash        bytea       NOT NULL UNIQUE,
+        created_at        timestamptz NOT NULL DEFAULT now(),
+        expires_at        timestamptz NOT NULL,
+        revoked_at        timestamptz,
+        active_account_id text
+    );
+    CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_id);
+    CREATE TABLE IF NOT EXISTS login_throttle (
+        email            text        PRIMARY KEY,
+        failures         integer     NOT NULL,
+        first_failure_at timestamptz NOT NULL,
+        locked_until     timestamptz
+    );
+    """,
+    keys.MIGRATION,
+    POSITIONS_MIGRATION,
+    projector.MIGRATION,
+]
+
+_MEMBERSHIPS_OF = """
+SELECT a.account_id, a.name, a.country, m.role, m.rights
+FROM rm_memberships m JOIN rm_accounts a ON a.account_id = m.account_id
+WHERE m.email = %s
+"""
+
+# One round trip for a switch: the live session, the membership of the target
+# account (or NULLs), and how far the read model has applied that account.
+_SWITCH_BY_HASH = """
+SELECT s.id, s.user_id, u.email, s.active_account_id, u.last_account_id,
+       m.role, m.rights, a.name, a.country, p.version
+FROM sessions s
+JOIN users u ON u.id = s.user_id
+LEFT JOIN rm_memberships m ON m.email = u.email AND m.account_id = %(acct)s
+LEFT JOIN rm_accounts a ON a.account_id = %(acct)s
+LEFT JOIN consumer_positions p ON p.consumer = %(consumer)s AND p.account_id = %(acct)s
+WHERE s.token_hash = %(key)s AND s.revoked_at IS NULL AND s.expires_at > now()
+"""
+_SWITCH_BY_ID = _SWITCH_BY_HASH.replace("s.token_hash = %(key)s", "s.id = %(key)s")
+
+_SESSION_BY_HASH = """
+SELECT s.id, s.user_id, u.email, s.active_account_id
+FROM sessions s JOIN users u ON u.id = s.user_id
+WHERE s.token_hash = %s AND s.revoked_at IS NULL AND s.expires_at > now()
+"""
+_SESSION_BY_ID = _SESSION_BY_HASH.replace("s.token_hash = %s", "s.id = %s")
+
+
+def _uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+class Store:
+    def __init__(self, pool: AsyncConnectionPool):
+        self.pool = pool
+
+    # -- people ----------------------------------------------------------------------
+
+    async def create_user(self, email: str, display_name: str | None, password_hash: str) -> str:
+        user_id = uuid.uuid4()
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                await conn.execute(
+                    "INSERT INTO users (id, email, display_name, password_hash) VALUES (%s, %s, %s, %s)",
+                    (user_id, email, display_name, password_hash),
+                )
+        except psycopg.errors.UniqueViolation as e:
+            raise Conflict(f"an account already uses the email {email}", code="email_taken") from e
+        return str(user_id)
+
+    async def user_by_email(self, email: str) -> tuple[str, str, str | None] | None:
+        """(user_id, password_hash, last_account_id) or None."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, password_hash, last_account_id FROM users WHERE email = %s", (email,))
+            row = await cur.fetchone()
+        return (str(row[0]), row[1], row[2]) if row else None
+
+    async def user_profile(self, user_id: str) -> tuple[str, str | None] | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT email, display_name FROM users WHERE id = %s", (_uuid(user_id),))
+            return await cur.fetchone()
+
+    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("UPDATE users SET password_hash = %s WHERE id = %s", (password_hash, _uuid(user_id)))
+
+    # -- login throttling ---------------------------------------------------------------
+
+    async def locked_for(self, email: str) -> int:
+        """Seconds this email is still locked out of logging in (0 when it is not)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT ceil(extract(epoch FROM locked_until - now()))::int FROM login_throttle "
+                "WHERE email = %s AND locked_until > now()", (email,))
+            row = await cur.fetchone()
+        return max(1, row[0]) if row else 0
+
+    async def record_failure(self, email: str, *, max_failures: int, window: int, lockout: int) -> int | None:
+        """Count one failed login; return the lockout in seconds if this one triggers it."""
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                """INSERT INTO login_throttle AS t (email, failures, first_failure_at) VALUES (%(e)s, 1, now())
+                   ON CONFLICT (email) DO UPDATE SET
+                     failures = CASE WHEN t.first_failure_at < now() - make_interval(secs => %(w)s)
+                                     THEN 1 ELSE t.failures + 1 END,
+                     first_failure_at = CASE WHEN t.first_failure_at < now() - make_interval(secs => %(w)s)
+                                     THEN now() ELSE t.first_failure_at END
+                   RETURNING failures""",
+                {"e": email, "w": window},
+            )
+            (failures,) = await cur.fetchone()
+            retry = throttle_retry_after(failures, max_failures=max_failures, lockout_seconds=lockout)
+            if retry is not None:
+                await conn.execute(
+                    "UPDATE login_throttle SET locked_until = now() + make_interval(secs => %s) WHERE email = %s",
+                    (retry, email))
+        return retry
+
+    async def clear_failures(self, email: str) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("DELETE FROM login_throttle WHERE email = %s", (email,))
+
+    # -- sessions ------------------------------------------------------------------------
+
+    async def create_session(self, user_id: str, token_hash: bytes, expires_at: datetime,
+                             active_account_id: str | None) -> str:
+        session_id = uuid.uuid4()
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO sessions (id, user_id, token_hash, expires_at, active_account_id) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (session_id, _uuid(user_id), token_hash, expires_at, active_account_id),
+            )
+            if active_account_id is not None:
+                await conn.execute("UPDATE users SET last_account_id = %s WHERE id = %s",
+                                   (active_account_id, _uuid(user_id)))
+        return str(session_id)
+
+    @staticmethod
+    def _principal(row) -> Principal:
+        return Principal(user_id=str(row[1]), email=row[2], session_id=str(row[0]), active_account_id=row[3])
+
+    async def session_by_hash(self, token_hash: bytes) -> Principal | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_SESSION_BY_HASH, (token_hash,))
+            row = await cur.fetchone()
+        return self._principal(row) if row else None
+
+    async def session_by_id(self, session_id: str) -> Principal | None:
+        sid = _uuid(session_id)
+        if sid is None:
+            return None
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_SESSION_BY_ID, (sid,))
+            row = await cur.fetchone()
+        return self._principal(row) if row else None
+
+    async def revoke_session(self, session_id: str) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("UPDATE sessions SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL",
+                               (_uuid(session_id),))
+
+    async def switch_context(
+        self, account_id: str, *, token_hash: bytes | None = None, session_id: str | None = None
+    ) -> tuple[Principal, str | None, Membership | None, int] | None:
+        """(principal, last used account, membership of `account_id` or None, applied version),
+        or None when the session is not live."""
+        if token_hash is not None:
+            query, key = _SWITCH_BY_HASH, token_hash
+        else:
+            query, key = _SWITCH_BY_ID, _uuid(session_id)
+            if key is None:
+                return None
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query, {"key": key, "acct": account_id,
+                                             "consumer": projector.PROJECTION_NAME})
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        principal = self._principal(row)
+        membership = None
+        if row[5] is not None and row[7] is not None:
+            membership = Membership(account_id, row[7], row[8], row[5], tuple(row[6]))
+        return principal, row[4], membership, row[9] or 0
+
+    async def record_active(self, session_id: str, user_id: str, account_id: str) -> None:
+        """The switch's write: the session's active account and the person's last used.
+
+        Asynchronous commit: losing the last few of these in a crash costs only
+        a landing preference, and it keeps the hot path off the WAL flush."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                """WITH s AS (UPDATE sessions SET active_account_id = %(a)s
+                              WHERE id = %(s)s AND active_account_id IS DISTINCT FROM %(a)s RETURNING 1),
+                        u AS (UPDATE users SET last_account_id = %(a)s
+                              WHERE id = %(u)s AND last_account_id IS DISTINCT FROM %(a)s RETURNING 1)
+                   SELECT set_config('synchronous_commit', 'off', true)""",
+                {"a": account_id, "s": _uuid(session_id), "u": _uuid(user_id)})
+
+    # -- the read model ---------------------------------------------------------------------
+
+    async def memberships_of(self, email: str) -> list[Membership]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_MEMBERSHIPS_OF, (email,))
+            rows = await cur.fetchall()
+        return [Membership(r[0], r[1], r[2], r[3], tuple(r[4])) for r in rows]
+
+    async def applied_version(self, account_id: str) -> int:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT version FROM consumer_positions WHERE consumer = %s AND account_id = %s",
+                (projector.PROJECTION_NAME, account_id))
+            row = await cur.fetchone()
+        return row[0] if row else 0
