@@ -1,0 +1,1 @@
+"""The HTTP edge: thin routes (parse, call, map errors)."""

@@ -1,0 +1,64 @@
+"""Dependencies the routes share: the verified token, the account scope, the service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Request
+
+from account_service.service import AccountService, parse_account_id, parse_if_match
+from shared.auth import AccessClaims
+from shared.emails import normalize_email
+from shared.errors import AppError, Forbidden
+from shared.web import bearer_token
+
+
+async def verified_claims(request: Request) -> AccessClaims:
+    """The claims of a valid, unrevoked access token, or 401 invalid_token."""
+    return await request.app.state.guard.check(bearer_token(request))
+
+
+Claims = Annotated[AccessClaims, Depends(verified_claims)]
+
+
+def get_service(request: Request) -> AccountService:
+    return request.app.state.service
+
+
+Service = Annotated[AccountService, Depends(get_service)]
+
+
+def token_email(claims: AccessClaims) -> str | None:
+    """The token's email in normal form (None when absent or unusable)."""
+    if not isinstance(claims.email, str):
+        return None
+    try:
+        return normalize_email(claims.email)
+    except AppError:
+        return None
+
+
+def account_scope(claims: Claims, account_id: Annotated[str, Path(description="The account id")]) -> str:
+    """The path's account id, once the token is scoped to it (403 wrong_account otherwise)."""
+    if not isinstance(claims.acct, str) or claims.acct.strip().lower() != account_id.strip().lower():
+        raise Forbidden("this token is for another account: switch to this account first", code="wrong_account")
+    return parse_account_id(account_id)
+
+
+AccountId = Annotated[str, Depends(account_scope)]
+
+
+def if_match_version(
+    if_match: Annotated[str | None, Header(description='"<version>": only write if the account is at it')] = None,
+) -> int | None:
+    return parse_if_match(if_match)
+
+
+IfMatch = Annotated[int | None, Depends(if_match_version)]
+
+
+def actor_email(claims: AccessClaims) -> str:
+    email = token_email(claims)
+    if email is None:
+        raise Forbidden("this token carries no usable email claim")
+    return email

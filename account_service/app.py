@@ -1,0 +1,105 @@
+"""The composition root: `create_app(settings)` wires the pool, NATS, the relay,
+token verification and the routes; the lifespan owns every resource."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from psycopg_pool import AsyncConnectionPool
+
+from account_service.api import accounts, members
+from account_service.eventstore import MIGRATIONS, EventStore
+from account_service.relay import Relay
+from account_service.service import AccountService
+from account_service.settings import Settings
+from shared.auth import AccessTokenGuard, JwksVerifier
+from shared.bus import NatsLink
+from shared.db import ensure_database, migrate, open_pool, ping
+from shared.revocations import RevocationList, revocation_bucket
+from shared.web import add_ops_routes, install_error_handlers
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "account_service"
+
+
+@dataclass
+class Runtime:
+    pool: AsyncConnectionPool
+    link: NatsLink
+    store: EventStore
+    relay: Relay
+
+    async def close(self) -> None:
+        await self.link.close()
+        await self.pool.close()
+
+
+async def open_runtime(settings: Settings, *, nats_wait: float = 2.0) -> Runtime:
+    """The database (created and migrated if needed), the NATS link (stream ensured) and the relay."""
+    url = settings.account_database_url
+    await ensure_database(url)
+    pool = await open_pool(url, max_size=settings.account_pool_size, name="account")
+    try:
+        await migrate(pool, COMPONENT, MIGRATIONS)
+    except Exception:
+        await pool.close()
+        raise
+    prefix = settings.nats_subject_prefix
+    link = NatsLink(settings.nats_url, "account-service", stream=settings.nats_stream, subjects=[f"{prefix}.>"])
+    await link.start(wait=nats_wait)
+    relay = Relay(
+        url, link, subject_prefix=prefix, batch_size=settings.account_relay_batch_size,
+        poll_interval=settings.account_relay_poll_seconds,
+    )
+    return Runtime(pool, link, EventStore(pool), relay)
+
+
+def create_app(settings: Settings | None = None, *, verifier: JwksVerifier | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = await open_runtime(settings)
+        jwks = verifier or JwksVerifier(settings.jwks_url, issuer=settings.issuer, audience=settings.token_audience)
+        revocations = RevocationList(rt.link, revocation_bucket(settings.nats_stream))
+        await revocations.start()
+        app.state.runtime = rt
+        app.state.service = AccountService(rt.store)
+        app.state.guard = AccessTokenGuard(jwks, revocations)
+        relay_task = asyncio.create_task(rt.relay.run(), name="account-relay")
+        try:
+            yield
+        finally:
+            relay_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await relay_task
+            await revocations.stop()
+            if verifier is None:
+                await jwks.aclose()
+            await rt.close()
+
+    app = FastAPI(
+        title="multicompte account service",
+        version="0.1.0",
+        description="The event-sourced owner of company accounts and their memberships.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    async def db_ok() -> bool:
+        return await ping(app.state.runtime.pool)
+
+    async def nats_ok() -> bool:
+        return await app.state.runtime.link.ping()
+
+    add_ops_routes(app, "account", {"database": db_ok, "nats": nats_ok})
+    app.include_router(accounts.router)
+    app.include_router(members.router)
+    return app

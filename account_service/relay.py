@@ -1,0 +1,196 @@
+"""The relay: every committed event, in commit order, to NATS JetStream.
+
+How no event is skipped (the commit-order problem). Positions come from an
+identity column, taken at INSERT but visible at COMMIT, so tailing by position
+alone can pass a lower position that commits later. Each event row therefore
+records `xid`, its transaction's 64-bit id, and the relay reads
+
+    WHERE (xid, position) > (checkpoint) AND xid < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY xid, position
+
+`pg_snapshot_xmin` is the oldest transaction id still running: every
+transaction with a smaller id has committed or rolled back, so no row with a
+smaller (xid, position) can ever appear after we read past it. Rolled-back
+rows are never visible, so never published. A transaction still running only
+holds back the rows of later transactions until it ends (a bounded delay, no
+lock on the write path). Per account, `EventStore.append` guarantees that
+version n+1 is written by a younger transaction than version n, so
+(xid, position) order is also each stream's version order.
+
+The relay's checkpoint (xid, position) lives in `relay_checkpoints`, updated
+after JetStream acknowledged the whole batch. A crash between the ack and the
+checkpoint republishes the batch; JetStream drops the repeats by `Nats-Msg-Id`
+(the event id) within its duplicate window.
+
+One replica relays at a time: the leader holds a session-level advisory lock
+on its own connection (if that connection dies, the lock goes with it and
+another replica takes over). The leader LISTENs on the store's channel to wake
+at once after a commit, and also polls every `poll_interval` seconds: a
+notification is only a hint, never the source of truth. When NATS is down,
+writes keep succeeding; the relay retries with back-off and the backlog drains
+when NATS returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import psycopg
+from prometheus_client import Counter, Gauge
+from psycopg.rows import dict_row
+
+from account_service.eventstore import _COLUMNS, NOTIFY_CHANNEL, StoredEvent
+from shared.bus import NatsLink, OutgoingMessage, publish_batch
+from shared.events import subject_for
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = (0x6D63, 0x72656C)  # ("mc", "rel"): one advisory lock per database
+PUBLISHED = Counter("account_relay_published_total", "Events published to JetStream by the relay")
+FAILURES = Counter("account_relay_failures_total", "Relay batches that failed (retried)")
+LEADER = Gauge("account_relay_leader", "1 when this replica is the relay leader")
+BACKLOG = Gauge("account_relay_backlog_events", "Committed events not yet published (as of the last pass)")
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    xid: int
+    position: int
+
+
+class Relay:
+    def __init__(
+        self,
+        database_url: str,
+        link: NatsLink,
+        *,
+        subject_prefix: str,
+        name: str = "main",
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        notify_channel: str = NOTIFY_CHANNEL,
+        publish_timeout: float = 5.0,
+    ):
+        self.database_url = database_url
+        self.link = link
+        self.prefix = subject_prefix
+        self.name = name
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.notify_channel = notify_channel
+        self.publish_timeout = publish_timeout
+        self.is_leader = False
+
+    # ------------------------------------------------------------------ one pass
+
+    async def load_checkpoint(self, conn: psycopg.AsyncConnection) -> Checkpoint:
+        cur = await conn.execute(
+            "SELECT xid::text, position FROM relay_checkpoints WHERE relay = %s", (self.name,)
+        )
+        row = await cur.fetchone()
+        return Checkpoint(int(row[0]), row[1]) if row else Checkpoint(0, 0)
+
+    async def pending(self, conn: psycopg.AsyncConnection, after: Checkpoint, limit: int) -> list[StoredEvent]:
+        """Committed, final events after `after`, in commit order (see the module doc)."""
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(
+            f"""SELECT {_COLUMNS} FROM events
+                WHERE (xid, position) > (%s::text::xid8, %s)
+                  AND xid < pg_snapshot_xmin(pg_current_snapshot())
+                ORDER BY xid, position
+                LIMIT %s""",
+            (str(after.xid), after.position, limit),
+        )
+        return [StoredEvent.from_row(r) for r in await cur.fetchall()]
+
+    async def save_checkpoint(self, conn: psycopg.AsyncConnection, cp: Checkpoint) -> None:
+        await conn.execute(
+            """INSERT INTO relay_checkpoints (relay, xid, position) VALUES (%s, %s::text::xid8, %s)
+               ON CONFLICT (relay) DO UPDATE SET xid = excluded.xid, position = excluded.position,
+                                                 updated_at = now()""",
+            (self.name, str(cp.xid), cp.position),
+        )
+
+    def message(self, event: StoredEvent) -> OutgoingMessage:
+        return OutgoingMessage(
+            subject=subject_for(self.prefix, event.account_id, event.type),
+            payload=event.envelope().to_json(),
+            msg_id=event.event_id,
+        )
+
+    async def run_once(self, conn: psycopg.AsyncConnection) -> int:
+        """Publish one batch; return how many events were published (0: nothing ready).
+
+        `conn` is an autocommit connection. Raises when NATS does not ack."""
+        checkpoint = await self.load_checkpoint(conn)
+        batch = await self.pending(conn, checkpoint, self.batch_size)
+        if not batch:
+            BACKLOG.set(0)
+            return 0
+        js = self.link.js
+        if js is None or not self.link.connected:
+            raise ConnectionError("NATS is not connected")
+        await publish_batch(js, [self.message(e) for e in batch], timeout=self.publish_timeout)
+        last = batch[-1]
+        await self.save_checkpoint(conn, Checkpoint(last.xid, last.position))
+        PUBLISHED.inc(len(batch))
+        return len(batch)
+
+    async def drain(self, conn: psycopg.AsyncConnection) -> int:
+        """Publish until nothing committed is left; return the count."""
+        total = 0
+        while n := await self.run_once(conn):
+            total += n
+        return total
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        """Relay forever (cancel the task to stop): elect, listen, publish, poll."""
+        delay = 0.2
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.database_url, autocommit=True, connect_timeout=5
+                ) as conn:
+                    await self._lead(conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the database went away: reconnect
+                log.warning("relay connection lost (%s); reconnecting", e)
+            finally:
+                self.is_leader = False
+                LEADER.set(0)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _lead(self, conn: psycopg.AsyncConnection) -> None:
+        while True:
+            cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LOCK_KEY)
+            if (await cur.fetchone())[0]:
+                break
+            await asyncio.sleep(max(self.poll_interval, 1.0))  # another replica relays
+        self.is_leader = True
+        LEADER.set(1)
+        log.info("relay %s is the leader", self.name)
+        await conn.execute(f'LISTEN "{self.notify_channel}"')
+        backoff = 0.1
+        while True:
+            try:
+                n = await self.run_once(conn)
+                backoff = 0.1
+            except (psycopg.Error, asyncio.CancelledError):
+                raise
+            except Exception as e:  # noqa: BLE001 - NATS down or slow: retry the same batch
+                FAILURES.inc()
+                log.info("relay publish failed (%s); retrying in %.1fs", type(e).__name__, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            if n == self.batch_size:
+                continue  # more is ready
+            # Wait for a commit notification, or poll anyway after poll_interval.
+            async for _ in conn.notifies(timeout=self.poll_interval, stop_after=1):
+                pass

@@ -1,0 +1,150 @@
+"""Command handlers: load a stream, authorise, decide, append (with bounded retries).
+
+Small functions between the HTTP edge and the domain; the only place that
+combines the event store with the domain rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass, replace
+
+from prometheus_client import Counter
+
+from account_service import domain
+from account_service.domain import AccountState
+from account_service.eventstore import ConcurrencyError, EventStore, ReferralCodeTaken, StoredEvent
+from shared.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+REFERRAL_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"  # no 0/O, 1/I/L, U
+REFERRAL_LENGTH = 10
+
+COMMANDS = Counter("account_commands_total", "Commands handled", ["command", "outcome"])
+RETRIES = Counter("account_occ_retries_total", "Commands retried after losing an optimistic-concurrency race")
+
+
+def new_referral_code() -> str:
+    return "".join(secrets.choice(REFERRAL_ALPHABET) for _ in range(REFERRAL_LENGTH))
+
+
+def normalize_referral_code(raw: object) -> str:
+    if not isinstance(raw, str):
+        raise InvalidInput("referral_code must be a string")
+    return "".join(raw.split()).upper().replace("-", "")
+
+
+def parse_account_id(raw: str) -> str:
+    """The canonical form of an account id, or 404 (an id we never issued)."""
+    try:
+        return str(uuid.UUID(raw))
+    except (ValueError, AttributeError, TypeError):
+        raise NotFound("no such account") from None
+
+
+def parse_if_match(raw: str | None) -> int | None:
+    """`If-Match: "<version>"` (a strong or weak ETag, or a bare number) -> version."""
+    if raw is None:
+        return None
+    value = raw.strip()
+    if value == "*":
+        return None
+    if value.startswith("W/"):
+        value = value[2:]
+    value = value.strip('"')
+    if not value.isdigit():
+        raise PreconditionFailed('If-Match must be a quoted stream version such as "3"')
+    return int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    state: AccountState
+    events: list[StoredEvent]
+
+    @property
+    def version(self) -> int:
+        return self.state.version
+
+
+class AccountService:
+    def __init__(self, store: EventStore, *, max_attempts: int = MAX_ATTEMPTS):
+        self.store = store
+        self.max_attempts = max_attempts
+
+    async def load(self, account_id: str) -> AccountState:
+        events = await self.store.read_stream(account_id)
+        state = AccountState(account_id)
+        for stored in events:
+            payload = stored.payload()
+            # an event type this code does not know still counts in the version
+            state = domain.evolve(state, payload) if payload is not None else replace(state, version=state.version + 1)
+        return state
+
+    async def get(self, account_id: str, *, email: str | None, needed: str = "viewer") -> AccountState:
+        state = await self.load(account_id)
+        domain.authorize(state, email, needed)
+        return state
+
+    async def create_account(
+        self, *, actor: str, actor_email: str, name: str, country: str, company_id: str | None,
+        plan: str | None, referral_code: str | None,
+    ) -> Outcome:
+        referred_by = None
+        if referral_code is not None:
+            code = normalize_referral_code(referral_code)
+            referred_by = await self.store.referrer(code) if code else None
+            if referred_by is None:
+                raise InvalidInput("unknown referral_code: no account has this code", code="unknown_referral_code")
+        for _ in range(self.max_attempts):
+            account_id = str(uuid.uuid4())
+            command = domain.CreateAccount(
+                actor=actor, actor_email=actor_email, name=name, country=country,
+                company_id=company_id, plan=plan, referral_code=new_referral_code(), referred_by=referred_by,
+            )
+            state = AccountState(account_id)
+            events = domain.decide(command, state)
+            try:
+                stored = await self.store.append(account_id, 0, events)
+            except ReferralCodeTaken:
+                continue  # one chance in ~10^14: draw another code
+            COMMANDS.labels("CreateAccount", "ok").inc()
+            return Outcome(_apply(state, events), stored)
+        raise Conflict("could not allocate a referral code; try again")
+
+    async def handle(
+        self, account_id: str, command: domain.Command, *, actor_email: str | None, if_match: int | None = None,
+    ) -> Outcome:
+        """Run a command on an existing account as an admin, retrying lost races."""
+        name = type(command).__name__
+        for attempt in range(1, self.max_attempts + 1):
+            state = await self.load(account_id)
+            domain.authorize(state, actor_email, "admin")
+            if if_match is not None and if_match != state.version:
+                raise PreconditionFailed(
+                    f"the account is at version {state.version}, not {if_match}", code="precondition_failed"
+                )
+            events = domain.decide(command, state)
+            if not events:
+                COMMANDS.labels(name, "unchanged").inc()
+                return Outcome(state, [])
+            try:
+                stored = await self.store.append(account_id, state.version, events)
+            except ConcurrencyError:
+                RETRIES.inc()
+                log.debug("%s on %s lost a race (attempt %d)", name, account_id, attempt)
+                continue
+            COMMANDS.labels(name, "ok").inc()
+            return Outcome(_apply(state, events), stored)
+        COMMANDS.labels(name, "conflict").inc()
+        raise ConcurrencyError("the account is being changed by others; try again")
+
+
+def _apply(state: AccountState, events) -> AccountState:
+    for event in events:
+        state = domain.evolve(state, event)
+    return state
