@@ -1,0 +1,230 @@
+"""The identity service's HTTP contract against real PostgreSQL and NATS."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from identity_service import keys
+from identity_service.keys import make_signer
+from shared.auth import decode_access_token, parse_jwks
+from tests.integration.test_identity_support import (
+    PASSWORD, Publisher, bearer, claims_of, replica, settings_for,
+)
+
+pytestmark = pytest.mark.integration
+
+EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS = "urn:ietf:params:oauth:token-type:access_token"
+
+
+def email() -> str:
+    return f"p{uuid.uuid4().hex[:10]}@example.com"
+
+
+@pytest.fixture
+async def stack(new_database, nats_names):
+    settings = settings_for(new_database("identity"), nats_names, login_max_failures=3)
+    async with Publisher(nats_names) as pub, replica(settings) as rep:
+        yield rep, pub, settings
+
+
+async def test_register_normalises_and_refuses_duplicates_and_bad_input(stack):
+    rep, _, _ = stack
+    local = uuid.uuid4().hex[:8]
+    r = await rep.client.post("/users", json={"email": f"  {local.upper()}@Example.COM ", "password": PASSWORD,
+                                              "display_name": "Bob"})
+    assert r.status_code == 201 and r.json()["email"] == f"{local}@example.com"
+    r = await rep.client.post("/users", json={"email": f"{local}@EXAMPLE.com", "password": PASSWORD})
+    assert r.status_code == 409 and r.json()["error"] == "email_taken"
+    for body in ({"email": "not-an-email", "password": PASSWORD}, {"email": email(), "password": "short"},
+                 {"email": email()}, {"password": PASSWORD}):
+        r = await rep.client.post("/users", json=body)
+        assert r.status_code == 422 and r.json()["error"] == "validation_error", r.text
+        assert PASSWORD not in r.text
+    r = await rep.client.post("/users", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+
+
+async def test_login_any_case_lands_and_logout_revokes_everything(stack):
+    rep, pub, settings = stack
+    who = email()
+    user_id = await rep.register(who)
+    out = await rep.login(who.upper())
+    assert out["user_id"] == user_id and out["accounts"] == [] and out["active_account_id"] is None
+    assert "acct" not in claims_of(out["access_token"])
+    session, access = out["session_token"], out["access_token"]
+    assert len(session) >= 43
+    for token in (session, access):
+        r = await rep.client.get("/me", headers=bearer(token))
+        assert r.status_code == 200 and r.json()["email"] == who
+    r = await rep.client.delete("/sessions/current", headers=bearer(session))
+    assert r.status_code == 204
+    for token in (session, access):
+        r = await rep.client.get("/me", headers=bearer(token))
+        assert r.status_code == 401 and r.json()["error"] == "invalid_token"
+        assert r.headers["www-authenticate"].startswith("Bearer")
+    r = await rep.switch(session, str(uuid.uuid4()))
+    assert r.status_code == 401
+    # the revocation reached the shared bucket for the other services
+    assert rep.service.revocations.is_revoked(claims_of(access)["sid"])
+
+
+async def test_wrong_password_then_throttled_with_retry_after(stack):
+    rep, _, settings = stack
+    who = email()
+    await rep.register(who)
+    r = await rep.client.post("/sessions", json={"email": "nobody@example.com", "password": "x" * 12})
+    assert r.status_code == 401 and r.json()["error"] == "invalid_credentials"
+    statuses = []
+    for _ in range(settings.login_max_failures):
+        r = await rep.client.post("/sessions", json={"email": who, "password": "wrong password!"})
+        statuses.append(r.status_code)
+    assert statuses[:-1] == [401] * (settings.login_max_failures - 1) and statuses[-1] == 429
+    # even the right password is refused while locked, and another replica agrees (DB-counted)
+    async with replica(settings.model_copy(update={"identity_projector": False})) as other:
+        r = await other.client.post("/sessions", json={"email": who.upper(), "password": PASSWORD})
+        assert r.status_code == 429 and r.json()["error"] == "too_many_attempts"
+        assert int(r.headers["retry-after"]) >= 1
+
+
+async def test_login_landing_switch_and_exchange(stack):
+    rep, pub, _ = stack
+    who = email()
+    await rep.register(who)
+    zeta, _ = await pub.create_account("Zeta SARL", who)
+    alpha, v = await pub.create_account("alpha BTP", who)
+    other, _ = await pub.create_account("Not mine", email())
+    out = await rep.login(who)  # no min_version at login: wait for the projection in the test
+    session = out["session_token"]
+    r = await rep.switch(session, alpha, min_version=v)
+    assert r.status_code == 200
+    r = await rep.switch(session, zeta, min_version=2)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 300
+    assert body["account"] == {"account_id": zeta, "name": "Zeta SARL", "role": "admin", "rights": ["settings:write"]}
+    claims = claims_of(body["access_token"])
+    assert claims["acct"] == zeta and claims["role"] == "admin" and claims["exp"] - claims["iat"] <= 300
+    # the list is sorted by name (case-insensitive), and the last used account is where we land
+    r = await rep.client.get("/me/accounts", headers=bearer(session))
+    assert [a["name"] for a in r.json()] == ["alpha BTP", "Zeta SARL"]
+    assert r.json()[0] == {"account_id": alpha, "name": "alpha BTP", "country": "FR", "role": "admin",
+                           "rights": ["settings:write"]}
+    again = await rep.login(who)
+    assert again["active_account_id"] == zeta and claims_of(again["access_token"])["acct"] == zeta
+    assert [a["name"] for a in again["accounts"]] == ["alpha BTP", "Zeta SARL"]
+    asked = await rep.login(who, account_id=alpha)
+    assert asked["active_account_id"] == alpha
+    r = await rep.client.post("/sessions", json={"email": who, "password": PASSWORD, "account_id": other})
+    assert r.status_code == 403 and r.json()["error"] == "not_a_member"
+    r = await rep.switch(session, other, min_version=2)
+    assert r.status_code == 403 and r.json()["error"] == "not_a_member"
+    r = await rep.client.get("/me", headers=bearer(session))
+    assert r.json()["active_account_id"] == zeta
+    # RFC 8693: access token for zeta -> token for alpha
+    form = {"grant_type": EXCHANGE, "subject_token": body["access_token"], "subject_token_type": ACCESS,
+            "audience": alpha}
+    r = await rep.client.post("/oauth2/token", data=form)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["issued_token_type"] == ACCESS and out["token_type"] == "Bearer" and out["expires_in"] == 300
+    c = claims_of(out["access_token"])
+    assert c["acct"] == alpha and c["sid"] == claims["sid"] and c["role"] == "admin"
+    r = await rep.client.post("/oauth2/token", data={**form, "audience": other})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_target"
+    r = await rep.client.post("/oauth2/token", data={**form, "grant_type": "password"})
+    assert r.status_code == 400 and r.json()["error"] == "unsupported_grant_type"
+    r = await rep.client.post("/oauth2/token", data={**form, "subject_token": "garbage"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+    r = await rep.client.post("/oauth2/token", data={**form, "subject_token": session})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+    r = await rep.client.post("/oauth2/token", json=form)
+    assert r.status_code == 400 and "error_description" in r.json()
+    await rep.client.delete("/sessions/current", headers=bearer(session))
+    r = await rep.client.post("/oauth2/token", data=form)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+
+
+async def test_switch_input_errors(stack):
+    rep, _, _ = stack
+    who = email()
+    await rep.register(who)
+    session = (await rep.login(who))["session_token"]
+    r = await rep.client.post("/sessions/current/switch", json={"account_id": "x"})
+    assert r.status_code == 401 and r.json()["error"] == "invalid_token"
+    for body in ({}, {"account_id": ""}, {"account_id": "x", "min_version": -1}, {"account_id": "x", "min_version": "a"}):
+        r = await rep.client.post("/sessions/current/switch", json=body, headers=bearer(session))
+        assert r.status_code == 422, body
+
+
+async def test_discovery_and_key_rotation(stack):
+    rep, _, settings = stack
+    conf = (await rep.client.get("/.well-known/openid-configuration")).json()
+    assert conf["issuer"] == settings.issuer == "http://identity.test"
+    assert conf["jwks_uri"] == "http://identity.test/.well-known/jwks.json"
+    assert conf["token_endpoint"] == "http://identity.test/oauth2/token"
+    assert EXCHANGE in conf["grant_types_supported"]
+    who = email()
+    await rep.register(who)
+    old = (await rep.login(who))["access_token"]
+    old_kid = jwt.get_unverified_header(old)["kid"]
+    new_kid = await keys.rotate(rep.service.keyring.pool)
+    await rep.service.keyring.load()
+    jwks = (await rep.client.get("/.well-known/jwks.json")).json()
+    assert {k["kid"] for k in jwks["keys"]} >= {old_kid, new_kid}
+    assert all("d" not in k for k in jwks["keys"])  # never the private part
+    new = (await rep.login(who))["access_token"]
+    assert jwt.get_unverified_header(new)["kid"] == new_kid
+    verified = parse_jwks(jwks)
+    for token in (old, new):
+        decode_access_token(token, verified, issuer=settings.issuer, audience=settings.token_audience)
+        assert (await rep.client.get("/me", headers=bearer(token))).status_code == 200
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+async def test_forged_tampered_none_hs256_and_expired_tokens_are_refused(stack):
+    rep, _, settings = stack
+    who = email()
+    await rep.register(who)
+    good = (await rep.login(who))["access_token"]
+    header, payload, sig = good.split(".")
+    claims = claims_of(good)
+    kid = jwt.get_unverified_header(good)["kid"]
+    jwk = next(k for k in (await rep.client.get("/.well-known/jwks.json")).json()["keys"] if k["kid"] == kid)
+    public_raw = base64.urlsafe_b64decode(jwk["x"] + "==")
+
+    from cryptography.hazmat.primitives import serialization as ser
+    other_pem = Ed25519PrivateKey.generate().private_bytes(
+        ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()).decode()
+    forged = make_signer(kid, other_pem).sign(claims)
+    tampered_claims = {**claims, "acct": "someone-elses", "role": "admin"}
+    tampered = f"{header}.{_b64(json.dumps(tampered_claims).encode())}.{sig}"
+    none = f"{_b64(json.dumps({'alg': 'none', 'typ': 'at+jwt', 'kid': kid}).encode())}.{payload}."
+    hs_header = _b64(json.dumps({"alg": "HS256", "typ": "at+jwt", "kid": kid}).encode())
+    import hashlib
+    import hmac
+    hs256 = [f"{hs_header}.{payload}." + _b64(hmac.new(secret, f"{hs_header}.{payload}".encode(),
+                                                       hashlib.sha256).digest())
+             for secret in (public_raw, jwk["x"].encode(), json.dumps(jwk).encode())]
+    signer = rep.service.keyring.signer
+    now = int(time.time())
+    expired = signer.sign({**claims, "iat": now - 900, "exp": now - 600})
+    wrong_aud = signer.sign({**claims, "aud": "someone-else"})
+    wrong_iss = signer.sign({**claims, "iss": "http://evil.example"})
+    for bad in [forged, tampered, none, *hs256, expired, wrong_aud, wrong_iss, "a.b.c", good + "x"]:
+        r = await rep.client.get("/me", headers=bearer(bad))
+        assert r.status_code == 401 and r.json()["error"] == "invalid_token", bad
+        r = await rep.client.post("/oauth2/token", data={"grant_type": EXCHANGE, "subject_token": bad,
+                                                         "subject_token_type": ACCESS, "audience": "x"})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+    assert (await rep.client.get("/me", headers=bearer(good))).status_code == 200
