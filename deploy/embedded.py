@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +78,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 def start_postgres(data_dir: Path) -> EmbeddedPostgres:
-    import pgserver  # optional dependency: the `embedded` extra
+    with warnings.catch_warnings():  # "XDG_RUNTIME_DIR is not set": harmless, pgserver falls back to /tmp
+        warnings.simplefilter("ignore")
+        import pgserver  # optional dependency: the `embedded` extra
 
     data_dir.mkdir(parents=True, exist_ok=True)
     _forget_dead_handles(data_dir.resolve())
