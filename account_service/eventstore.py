@@ -124,7 +124,7 @@ class StoredEvent:
 _COLUMNS = "position, account_id, version, event_id, type, data, recorded_at, xid::text AS xid"
 
 
-def _translate(e: Exception) -> Exception:
+def translate(e: Exception) -> Exception:
     """Our exception for a psycopg/pool error."""
     if isinstance(e, pgerr.UniqueViolation):
         constraint = getattr(e.diag, "constraint_name", None)
@@ -159,38 +159,43 @@ class EventStore:
             return []
         try:
             async with self.pool.connection() as conn, conn.transaction():
-                cur = conn.cursor(row_factory=dict_row)
-                params: list[Any] = []
-                values = []
-                for i, event in enumerate(events, start=1):
-                    if event.account_id != account_id:
-                        raise ValueError("an event of another stream")
-                    values.append("(%s, %s, %s, %s, %s::jsonb)")
-                    params += [account_id, expected_version + i, uuid.uuid4(), event.type_name,
-                               event.model_dump_json()]
-                await cur.execute(
-                    f"INSERT INTO events (account_id, version, event_id, type, data) VALUES {', '.join(values)} "
-                    f"RETURNING {_COLUMNS}",
-                    params,
-                )
-                rows = [StoredEvent.from_row(r) for r in await cur.fetchall()]
-                # Between `returning` result sets of a multi-row insert the order is the VALUES order.
-                rows.sort(key=lambda r: r.version)
-                if expected_version > 0:
-                    await self._check_predecessor(conn, account_id, expected_version)
-                for event in events:
-                    if isinstance(event, AccountCreated):
-                        await self._reserve(conn, event)
-                await conn.execute("SELECT pg_notify(%s, %s)", (self.notify_channel, account_id))
-            return rows
+                return await self.append_in(conn, account_id, expected_version, events)
         except (psycopg.Error, PoolTimeout) as e:
-            raise _translate(e) from e
+            raise translate(e) from e
+
+    async def append_in(
+        self, conn: psycopg.AsyncConnection, account_id: str, expected_version: int, events: Sequence[EventData]
+    ) -> list[StoredEvent]:
+        """`append` inside the caller's open transaction on `conn` (the caller commits).
+
+        psycopg errors are left to the caller's transaction (use `translate`)."""
+        cur = conn.cursor(row_factory=dict_row)
+        params: list[Any] = []
+        values = []
+        for i, event in enumerate(events, start=1):
+            if event.account_id != account_id:
+                raise ValueError("an event of another stream")
+            values.append("(%s, %s, %s, %s, %s::jsonb)")
+            params += [account_id, expected_version + i, uuid.uuid4(), event.type_name, event.model_dump_json()]
+        await cur.execute(
+            f"INSERT INTO events (account_id, version, event_id, type, data) VALUES {', '.join(values)} "
+            f"RETURNING {_COLUMNS}",
+            params,
+        )
+        rows = sorted((StoredEvent.from_row(r) for r in await cur.fetchall()), key=lambda r: r.version)
+        if expected_version > 0:
+            await self._check_predecessor(conn, account_id, expected_version)
+        for event in events:
+            if isinstance(event, AccountCreated):
+                await self._reserve(conn, event)
+        await conn.execute("SELECT pg_notify(%s, %s)", (self.notify_channel, account_id))
+        return rows
 
     async def _check_predecessor(self, conn: psycopg.AsyncConnection, account_id: str, version: int) -> None:
         # Version `version` must be committed, and written by an older transaction than ours:
         # then ordering by (xid, position) keeps every stream's version order.
         cur = await conn.execute(
-            "SELECT xid < pg_current_xact_id() FROM events WHERE account_id = %s AND version = %s",
+            "SELECT xid <= pg_current_xact_id() FROM events WHERE account_id = %s AND version = %s",
             (account_id, version),
         )
         row = await cur.fetchone()
@@ -221,7 +226,7 @@ class EventStore:
                 await cur.execute(query, params)
                 return [StoredEvent.from_row(r) for r in await cur.fetchall()]
         except (psycopg.Error, PoolTimeout) as e:
-            raise _translate(e) from e
+            raise translate(e) from e
 
     async def referrer(self, code: str) -> str | None:
         """The account id whose referral code is `code`, if any."""
@@ -231,7 +236,7 @@ class EventStore:
                 row = await cur.fetchone()
                 return row[0] if row else None
         except (psycopg.Error, PoolTimeout) as e:
-            raise _translate(e) from e
+            raise translate(e) from e
 
     async def head_position(self) -> int:
         try:
@@ -239,4 +244,4 @@ class EventStore:
                 cur = await conn.execute("SELECT coalesce(max(position), 0) FROM events")
                 return (await cur.fetchone())[0]
         except (psycopg.Error, PoolTimeout) as e:
-            raise _translate(e) from e
+            raise translate(e) from e
