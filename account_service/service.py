@@ -6,7 +6,9 @@ combines the event store with the domain rules.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import secrets
 import uuid
 from dataclasses import dataclass, replace
@@ -20,7 +22,8 @@ from shared.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 10
+RETRY_JITTER_SECONDS = 0.005
 REFERRAL_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"  # no 0/O, 1/I/L, U
 REFERRAL_LENGTH = 10
 
@@ -137,6 +140,8 @@ class AccountService:
             except ConcurrencyError:
                 RETRIES.inc()
                 log.debug("%s on %s lost a race (attempt %d)", name, account_id, attempt)
+                # a little random back-off spreads the racers apart
+                await asyncio.sleep(random.uniform(0, RETRY_JITTER_SECONDS * attempt))
                 continue
             COMMANDS.labels(name, "ok").inc()
             return Outcome(_apply(state, events), stored)
