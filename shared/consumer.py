@@ -235,27 +235,32 @@ class EventConsumer:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set. Unacked messages are redelivered later."""
         sub = None
-        while not stop.is_set():
-            try:
-                if sub is None:
-                    sub = await self._subscribe()
+        try:
+            while not stop.is_set():
                 try:
-                    msgs = await sub.fetch(self.batch, timeout=1.0)
-                except TimeoutError:
-                    continue
-                for msg in msgs:
-                    if stop.is_set():
-                        break  # left unacked: redelivered to whoever runs next
-                    await self._handle_message(msg)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - NATS or the database is away; keep going
-                log.warning("%s: consumer loop error (%s: %s); retrying", self.projection.name, type(e).__name__, e)
-                sub = None
-                try:
-                    await asyncio.wait_for(stop.wait(), 1.0)
-                except TimeoutError:
-                    pass
+                    if sub is None:
+                        sub = await self._subscribe()
+                    try:
+                        msgs = await sub.fetch(self.batch, timeout=1.0)
+                    except TimeoutError:
+                        continue
+                    for msg in msgs:
+                        if stop.is_set():
+                            break  # left unacked: redelivered to whoever runs next
+                        await self._handle_message(msg)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - NATS or the database is away; keep going
+                    log.warning("%s: consumer loop error (%s: %s); retrying",
+                                self.projection.name, type(e).__name__, e)
+                    await _unsubscribe(sub)
+                    sub = None
+                    try:
+                        await asyncio.wait_for(stop.wait(), 1.0)
+                    except TimeoutError:
+                        pass
+        finally:
+            await _unsubscribe(sub)
 
     async def _handle_message(self, msg) -> None:
         try:
@@ -275,3 +280,14 @@ class EventConsumer:
         else:
             await msg.ack()
         LAG.labels(*self._labels).set(msg.metadata.num_pending)
+
+
+async def _unsubscribe(sub) -> None:
+    """Drop a pull subscription. Left open, the server's late answer to the last pull
+    sits unread in it, and the connection's drain() then waits for it in vain."""
+    if sub is None:
+        return
+    try:
+        await sub.unsubscribe()
+    except Exception:  # noqa: BLE001 - the connection is already closed or reconnecting
+        pass
