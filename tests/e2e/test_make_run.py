@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,6 +46,23 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def _readme_curl_session() -> str:
+    text = (ROOT / "README.md").read_text()
+    after = text.split("<!-- curl-session", 1)[1]
+    return after.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def _run_readme_session(run: DevRun) -> None:
+    session = _readme_curl_session()
+    for name, default in (("identity", 8001), ("account", 8002), ("licensing", 8003)):
+        session = session.replace(f"http://127.0.0.1:{default}", run.url(name))
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", session], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    flat = out.stdout.replace(" ", "")
+    assert '"email":"alice@example.com"' in flat, out.stdout
+    assert "'role':'admin'" in flat and '"seats_used":1' in flat, out.stdout
 
 
 class DevRun:
@@ -140,7 +158,12 @@ def test_make_run_from_a_clean_state_serves_the_story_and_stops_on_ctrl_c(tmp_pa
                 time.sleep(0.2)
             assert r.json()["seats_used"] == 1
 
+        # the README's copy-paste curl session, verbatim but for the ports (needs curl and bash)
+        if shutil.which("curl") and shutil.which("bash"):
+            _run_readme_session(run)
+
         run.proc.send_signal(signal.SIGINT)  # Ctrl-C
+
         try:
             code = run.proc.wait(30)
         except subprocess.TimeoutExpired:
