@@ -302,6 +302,7 @@ class Stack:
         import httpx
 
         pending = dict(self.procs)
+        why: dict[str, str] = {}
         deadline = time.monotonic() + self.plan.ready_timeout
         with httpx.Client(timeout=2.0) as client:
             while pending:
@@ -310,14 +311,20 @@ class Stack:
                     self.console.say(f"==> {dead[0]} exited with code {dead[1]} before it was ready: stopping everything")
                     return False
                 if time.monotonic() > deadline:
-                    names = ", ".join(pending)
-                    self.console.say(f"==> not ready after {self.plan.ready_timeout:.0f}s: {names}: stopping everything")
+                    for name in pending:
+                        self.console.say(f"==> {name} not ready after {self.plan.ready_timeout:.0f}s: "
+                                         f"{why.get(name, 'no answer on /readyz')}")
+                    self.console.say("==> stopping everything")
                     return False
                 for name in list(pending):
                     try:
-                        ok = client.get(f"{self.urls[name]}/readyz").status_code == 200
-                    except httpx.HTTPError:
+                        resp = client.get(f"{self.urls[name]}/readyz")
+                        ok = resp.status_code == 200
+                        if not ok:
+                            why[name] = f"/readyz answers {resp.status_code}: {_detail(resp)}"
+                    except httpx.HTTPError as e:
                         ok = False
+                        why[name] = f"no answer on /readyz ({type(e).__name__})"
                     if ok:
                         del pending[name]
                         self.console.say(f"==> {name:<10} ready  {self.urls[name]}  (API docs: {self.urls[name]}/docs)")
@@ -351,6 +358,13 @@ class Stack:
             (self.plan.data_dir / STATE_FILE).unlink()
         except FileNotFoundError:
             pass
+
+
+def _detail(resp) -> str:
+    try:
+        return str(resp.json().get("detail") or resp.text[:200])
+    except ValueError:
+        return resp.text[:200]
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
