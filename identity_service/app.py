@@ -13,9 +13,11 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from psycopg_pool import AsyncConnectionPool
 
 from identity_service import keys, projector
 from identity_service.api import router
+from identity_service.fastpath import SwitchFastPath
 from identity_service.keys import KeyRing
 from identity_service.projector import MembershipProjection, VersionWaiters
 from identity_service.service import IdentityService
@@ -39,10 +41,15 @@ def make_consumer(settings: Settings, pool, link: NatsLink, waiters: VersionWait
     )
 
 
-async def open_database(settings: Settings):
+async def open_database(settings: Settings) -> AsyncConnectionPool:
+    """The pool, in autocommit: a read is one round trip (no BEGIN/COMMIT around
+    it); writes that need a transaction open one with `conn.transaction()`."""
     await db.ensure_database(settings.database_url)
-    pool = await db.open_pool(settings.database_url, min_size=2, max_size=settings.identity_pool_size,
-                              name="identity")
+    pool = AsyncConnectionPool(
+        settings.database_url, min_size=2, max_size=settings.identity_pool_size, open=False, name="identity",
+        kwargs={"connect_timeout": 10, "autocommit": True}, reconnect_timeout=60,
+    )
+    await pool.open(wait=True, timeout=30)
     await db.migrate(pool, "identity", MIGRATIONS)
     return pool
 
@@ -72,7 +79,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.identity_projector:
             consumer = make_consumer(settings, pool, link, waiters)
             app.state.consumer = consumer
-            tasks.append(asyncio.create_task(consumer.run(stop), name="identity-projector"))
+            if settings.identity_projector_exclusive:
+                lock = f"identity-projector:{settings.nats_stream}:{settings.nats_subject_prefix}"
+                runner = projector.run_as_leader(settings.database_url, lock, consumer.run, stop)
+            else:
+                runner = consumer.run(stop)
+            tasks.append(asyncio.create_task(runner, name="identity-projector"))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(listening.wait(), 5)
         try:
@@ -96,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(router)
+    app.add_middleware(SwitchFastPath)  # inside the metrics middleware added below
 
     async def db_ready() -> bool:
         return await db.ping(app.state.pool)

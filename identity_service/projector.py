@@ -153,3 +153,66 @@ async def listen_forever(url: str, waiters: VersionWaiters, ready: asyncio.Event
             log.warning("LISTEN %s failed (%s); reconnecting", NOTIFY_CHANNEL, e)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+async def run_as_leader(url: str, lock_name: str, run, stop: asyncio.Event, *, retry_seconds: float = 1.0,
+                        check_seconds: float = 2.0) -> None:
+    """Run `run(stop_event)` only while this process holds the session-level advisory
+    lock `lock_name`: one projector among the workers and replicas at a time, with
+    fail-over within about a second when the holder dies (its connection drops, the
+    lock goes with it). Correctness never depends on it (the kit is exactly-once with
+    any number of consumers); it only spares the replicas from racing each other
+    over the same messages, which costs gap healing and redelivery delays."""
+    while not stop.is_set():
+        try:
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=5) as conn:
+                while not stop.is_set():
+                    cur = await conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (lock_name,))
+                    (leader,) = await cur.fetchone()
+                    if leader:
+                        log.info("this process runs the membership projector")
+                        lost = asyncio.Event()
+                        task = asyncio.create_task(run(_either(stop, lost)))
+                        try:
+                            while not task.done():
+                                await asyncio.wait({task}, timeout=check_seconds)
+                                if not task.done():
+                                    await conn.execute("SELECT 1")  # still holding the lock?
+                        finally:
+                            lost.set()
+                            if not task.done():  # a short grace, then cancel: unacked messages come back
+                                await asyncio.wait({task}, timeout=0.2)
+                                task.cancel()
+                        if not stop.is_set():
+                            task.result()  # surface a crash of the projector
+                        return
+                    try:
+                        await asyncio.wait_for(stop.wait(), retry_seconds)
+                    except TimeoutError:
+                        pass
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - database away or projector crashed: try again
+            log.warning("projector leadership lost (%s: %s); retrying", type(e).__name__, e)
+            try:
+                await asyncio.wait_for(stop.wait(), retry_seconds)
+            except TimeoutError:
+                pass
+
+
+def _either(a: asyncio.Event, b: asyncio.Event) -> asyncio.Event:
+    """An event set as soon as `a` or `b` is."""
+    both = asyncio.Event()
+
+    async def watch(e: asyncio.Event) -> None:
+        await e.wait()
+        both.set()
+
+    for e in (a, b):
+        t = asyncio.create_task(watch(e))
+        _WATCHERS.add(t)
+        t.add_done_callback(_WATCHERS.discard)
+    return both
+
+
+_WATCHERS: set[asyncio.Task] = set()

@@ -195,19 +195,17 @@ class IdentityService:
         `min_version` is not reached within the bound."""
         key = {"token_hash": domain.hash_session_token(session_token)} if session_token is not None \
             else {"session_id": session_id}
-        ctx = await self.store.switch_context(account_id, **key)
+        ctx = await self.store.switch_context(account_id, min_version=min_version or 0, record=record, **key)
         if ctx is None:
             raise InvalidToken("unknown, expired or logged-out session")
         if min_version is not None and ctx[3] < min_version:
             await self.wait_for_version(account_id, min_version)
-            ctx = await self.store.switch_context(account_id, **key)
+            ctx = await self.store.switch_context(account_id, min_version=min_version, record=record, **key)
             if ctx is None:
                 raise InvalidToken("unknown, expired or logged-out session")
-        principal, last_used, membership, _ = ctx
+        principal, _, membership, _, _ = ctx
+        # the decision; the statement above recorded the switch only in the case it grants
         grant = domain.decide(account_id, membership)
-        if record and (principal.active_account_id != account_id or last_used != account_id):
-            await self.store.record_active(principal.session_id, principal.user_id, account_id)
-            principal = Principal(principal.user_id, principal.email, principal.session_id, account_id)
         return self.issue(principal, grant)
 
     async def wait_for_version(self, account_id: str, version: int) -> None:

@@ -12,6 +12,9 @@ class Settings(CommonSettings):
     identity_workers: int = 1
     # run the membership projector in this process (a replica may leave it to others)
     identity_projector: bool = True
+    # only one projector at a time among workers/replicas (advisory lock, fail-over);
+    # correctness does not depend on it, it spares them racing over the same messages
+    identity_projector_exclusive: bool = True
     identity_pool_size: int = 10
 
     access_token_ttl_seconds: int = 300

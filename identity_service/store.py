@@ -56,16 +56,39 @@ WHERE m.email = %s
 """
 
 # One round trip for a switch: the live session, the membership of the target
-# account (or NULLs), and how far the read model has applied that account.
+# account (or NULLs), how far the read model has applied that account, and,
+# when the person is a member there and the read model has reached
+# `min_version`, the write that records the account as the session's active
+# one (and the person's last used), committed asynchronously.
 _SWITCH_BY_HASH = """
-SELECT s.id, s.user_id, u.email, s.active_account_id, u.last_account_id,
-       m.role, m.rights, a.name, a.country, p.version
-FROM sessions s
-JOIN users u ON u.id = s.user_id
-LEFT JOIN rm_memberships m ON m.email = u.email AND m.account_id = %(acct)s
-LEFT JOIN rm_accounts a ON a.account_id = %(acct)s
-LEFT JOIN consumer_positions p ON p.consumer = %(consumer)s AND p.account_id = %(acct)s
-WHERE s.token_hash = %(key)s AND s.revoked_at IS NULL AND s.expires_at > now()
+WITH s AS (
+    SELECT s.id, s.user_id, u.email, s.active_account_id, u.last_account_id
+    FROM sessions s JOIN users u ON u.id = s.user_id
+    WHERE s.token_hash = %(key)s AND s.revoked_at IS NULL AND s.expires_at > now()
+), m AS (
+    SELECT role, rights FROM rm_memberships
+    WHERE email = (SELECT email FROM s) AND account_id = %(acct)s
+), a AS (
+    SELECT name, country FROM rm_accounts WHERE account_id = %(acct)s
+), p AS (
+    SELECT version FROM consumer_positions WHERE consumer = %(consumer)s AND account_id = %(acct)s
+), ok AS (
+    SELECT 1 WHERE %(record)s AND EXISTS (SELECT 1 FROM m) AND EXISTS (SELECT 1 FROM a)
+               AND coalesce((SELECT version FROM p), 0) >= %(min_version)s
+), us AS (
+    UPDATE sessions SET active_account_id = %(acct)s
+    WHERE id = (SELECT id FROM s) AND EXISTS (SELECT 1 FROM ok) AND active_account_id IS DISTINCT FROM %(acct)s
+    RETURNING 1
+), uu AS (
+    UPDATE users SET last_account_id = %(acct)s
+    WHERE id = (SELECT user_id FROM s) AND EXISTS (SELECT 1 FROM ok) AND last_account_id IS DISTINCT FROM %(acct)s
+    RETURNING 1
+)
+SELECT s.id, s.user_id, s.email, s.active_account_id, s.last_account_id,
+       (SELECT role FROM m), (SELECT rights FROM m), (SELECT name FROM a), (SELECT country FROM a),
+       (SELECT version FROM p), EXISTS (SELECT 1 FROM ok),
+       set_config('synchronous_commit', 'off', true)
+FROM s
 """
 _SWITCH_BY_ID = _SWITCH_BY_HASH.replace("s.token_hash = %(key)s", "s.id = %(key)s")
 
@@ -196,10 +219,16 @@ class Store:
                                (_uuid(session_id),))
 
     async def switch_context(
-        self, account_id: str, *, token_hash: bytes | None = None, session_id: str | None = None
-    ) -> tuple[Principal, str | None, Membership | None, int] | None:
-        """(principal, last used account, membership of `account_id` or None, applied version),
-        or None when the session is not live."""
+        self, account_id: str, *, token_hash: bytes | None = None, session_id: str | None = None,
+        min_version: int = 0, record: bool = True,
+    ) -> tuple[Principal, str | None, Membership | None, int, bool] | None:
+        """(principal, last used account, membership of `account_id` or None, applied
+        version, recorded), or None when the session is not live.
+
+        With `record`, a member's switch (read model at `min_version` at least) is
+        recorded as the session's active account in the same statement, which
+        commits asynchronously: a crash may lose the last few landing
+        preferences, never anything else, and the hot path skips the WAL flush."""
         if token_hash is not None:
             query, key = _SWITCH_BY_HASH, token_hash
         else:
@@ -207,30 +236,18 @@ class Store:
             if key is None:
                 return None
         async with self.pool.connection() as conn:
-            cur = await conn.execute(query, {"key": key, "acct": account_id,
-                                             "consumer": projector.PROJECTION_NAME})
+            cur = await conn.execute(query, {"key": key, "acct": account_id, "consumer": projector.PROJECTION_NAME,
+                                             "record": record, "min_version": min_version})
             row = await cur.fetchone()
         if row is None:
             return None
-        principal = self._principal(row)
+        recorded = row[10]
+        principal = Principal(user_id=str(row[1]), email=row[2], session_id=str(row[0]),
+                              active_account_id=account_id if recorded else row[3])
         membership = None
         if row[5] is not None and row[7] is not None:
             membership = Membership(account_id, row[7], row[8], row[5], tuple(row[6]))
-        return principal, row[4], membership, row[9] or 0
-
-    async def record_active(self, session_id: str, user_id: str, account_id: str) -> None:
-        """The switch's write: the session's active account and the person's last used.
-
-        Asynchronous commit: losing the last few of these in a crash costs only
-        a landing preference, and it keeps the hot path off the WAL flush."""
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(
-                """WITH s AS (UPDATE sessions SET active_account_id = %(a)s
-                              WHERE id = %(s)s AND active_account_id IS DISTINCT FROM %(a)s RETURNING 1),
-                        u AS (UPDATE users SET last_account_id = %(a)s
-                              WHERE id = %(u)s AND last_account_id IS DISTINCT FROM %(a)s RETURNING 1)
-                   SELECT set_config('synchronous_commit', 'off', true)""",
-                {"a": account_id, "s": _uuid(session_id), "u": _uuid(user_id)})
+        return principal, row[4], membership, row[9] or 0, recorded
 
     # -- the read model ---------------------------------------------------------------------
 

@@ -102,25 +102,32 @@ async def test_restart_mid_stream_and_rebuild_equals_incremental(env):
         assert await snapshot(rep.app.state.pool) == incremental
 
 
-async def test_two_replicas_project_one_read_model_correctly(env):
+@pytest.mark.parametrize("exclusive", [True, False], ids=["one-leader", "both-projecting"])
+async def test_two_replicas_project_one_read_model_correctly(env, exclusive):
     settings, pub = env
+    settings = settings.model_copy(update={"identity_projector_exclusive": exclusive})
     admins = [email() for _ in range(5)]
     guest = email()
-    async with replica(settings) as a, replica(settings) as b:
-        accounts = [(await pub.create_account(f"Firm {i}", admins[i]))[0] for i in range(5)]
-        batch = []
-        for acct in accounts:
-            batch += [pub.added(acct, guest, "viewer"), pub.changed(acct, guest, "user", ["quotes:write"]),
-                      pub.plan(acct, "business")]
-        await pub.send(*batch)
-        await pub.send(*(pub.removed(acct, guest) for acct in accounts[:2]))
-        for acct in accounts:
-            await eventually(lambda acct=acct: applied(a, acct, pub.versions[acct]))
-        state = await snapshot(a.app.state.pool)
-        assert [v for _, v in state[2]] == [pub.versions[x] for x in sorted(accounts)]
-        mine = await b.service.store.memberships_of(guest)
-        assert sorted(m.account_id for m in mine) == sorted(accounts[2:])
-        assert {m.role for m in mine} == {"user"}
+    async with replica(settings) as b:
+        async with replica(settings) as a:
+            accounts = [(await pub.create_account(f"Firm {i}", admins[i]))[0] for i in range(5)]
+            batch = []
+            for acct in accounts:
+                batch += [pub.added(acct, guest, "viewer"), pub.changed(acct, guest, "user", ["quotes:write"]),
+                          pub.plan(acct, "business")]
+            await pub.send(*batch)
+            await pub.send(*(pub.removed(acct, guest) for acct in accounts[:2]))
+            for acct in accounts:
+                await eventually(lambda acct=acct: applied(a, acct, pub.versions[acct]))
+            state = await snapshot(a.app.state.pool)
+            assert [v for _, v in state[2]] == [pub.versions[x] for x in sorted(accounts)]
+            mine = await b.service.store.memberships_of(guest)
+            assert sorted(m.account_id for m in mine) == sorted(accounts[2:])
+            assert {m.role for m in mine} == {"user"}
+        # one replica gone (perhaps the leader): the other carries on
+        await pub.send(pub.removed(accounts[4], guest))
+        await eventually(lambda: applied(b, accounts[4], pub.versions[accounts[4]]))
+        assert sorted(m.account_id for m in await b.service.store.memberships_of(guest)) == sorted(accounts[2:4])
 
 
 async def test_min_version_waits_across_replicas_and_is_bounded(env):
