@@ -433,8 +433,11 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     except Stop:
         pass
     except Exception as e:  # noqa: BLE001 - report, then stop what was started
-        console.say(f"==> could not start the stack: {type(e).__name__}: {e}")
-        code = 1
+        if stack.stop_requested.is_set():  # Ctrl-C also reached a helper (pg_ctl, initdb) mid-start
+            console.say("==> interrupted while starting")
+        else:
+            console.say(f"==> could not start the stack: {type(e).__name__}: {e}")
+            code = 1
     finally:
         # a second Ctrl-C must not interrupt the orderly stop
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -84,7 +84,27 @@ def start_postgres(data_dir: Path) -> EmbeddedPostgres:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     _forget_dead_handles(data_dir.resolve())
-    return EmbeddedPostgres(pgserver.get_server(data_dir, cleanup_mode="stop"))
+    try:
+        return EmbeddedPostgres(pgserver.get_server(data_dir, cleanup_mode="stop"))
+    except BaseException:
+        # interrupted half-way (Ctrl-C reaches pg_ctl too): don't leave a postmaster behind
+        _stop_postmaster(data_dir)
+        raise
+
+
+def _stop_postmaster(data_dir: Path, timeout: float = 10.0) -> None:
+    """Fast shutdown (SIGINT) of the postmaster whose pid file is in `data_dir`, if any."""
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def nats_server_binary() -> str:
