@@ -3,6 +3,8 @@ licences for admins only, history, referral credits."""
 
 from __future__ import annotations
 
+import contextlib
+
 import httpx
 import pytest
 
@@ -26,6 +28,9 @@ async def service(new_database, nats_names):
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://licensing") as client:
             yield app, client, issuer, nats_names
+        # the revocation bucket the service watches is a stream of its own: remove it too
+        with contextlib.suppress(Exception):
+            await app.state.runtime.link.js.delete_key_value(revocation_bucket(nats_names.stream))
 
 
 async def publish_story(names, story: Story, app) -> None:
