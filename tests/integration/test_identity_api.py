@@ -11,6 +11,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from identity_service import __main__ as identity_main
 from identity_service import keys
 from identity_service.keys import make_signer
 from shared.auth import decode_access_token, parse_jwks
@@ -164,8 +165,14 @@ async def test_switch_input_errors(stack):
         assert r.status_code == 422, body
 
 
-async def test_discovery_and_key_rotation(stack):
+async def test_discovery_openapi_ops_and_key_rotation(stack):
     rep, _, settings = stack
+    doc = (await rep.client.get("/openapi.json")).json()
+    assert {"/users", "/sessions", "/sessions/current", "/sessions/current/switch", "/oauth2/token", "/me",
+            "/me/accounts", "/.well-known/jwks.json", "/.well-known/openid-configuration"} <= set(doc["paths"])
+    assert (await rep.client.get("/healthz")).status_code == 200
+    assert (await rep.client.get("/readyz")).status_code == 200
+    assert "http_requests_total" in (await rep.client.get("/metrics")).text
     conf = (await rep.client.get("/.well-known/openid-configuration")).json()
     assert conf["issuer"] == settings.issuer == "http://identity.test"
     assert conf["jwks_uri"] == "http://identity.test/.well-known/jwks.json"
@@ -175,7 +182,7 @@ async def test_discovery_and_key_rotation(stack):
     await rep.register(who)
     old = (await rep.login(who))["access_token"]
     old_kid = jwt.get_unverified_header(old)["kid"]
-    new_kid = await keys.rotate(rep.service.keyring.pool)
+    new_kid = await identity_main.rotate_keys(settings)  # `python -m identity_service rotate-keys`
     await rep.service.keyring.load()
     jwks = (await rep.client.get("/.well-known/jwks.json")).json()
     assert {k["kid"] for k in jwks["keys"]} >= {old_kid, new_kid}

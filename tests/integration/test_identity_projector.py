@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from identity_service.app import make_consumer
+from identity_service import __main__ as identity_main
 from shared.bus import OutgoingMessage, publish_batch
 from shared.events import subject_for
 from tests.integration.test_identity_support import Publisher, eventually, replica, settings_for
@@ -97,7 +97,7 @@ async def test_restart_mid_stream_and_rebuild_equals_incremental(env):
         assert sorted((m.name, m.role) for m in menu) == [("Company 1", "user"), ("Company 2", "viewer")]
         assert len(incremental[1]) == 3 + 2 + 1
         # rebuild from the stream gives the same read model
-        rebuilt_count = await make_consumer(settings, rep.app.state.pool, rep.app.state.link).rebuild()
+        rebuilt_count = await identity_main.rebuild(settings)  # `python -m identity_service rebuild`
         assert rebuilt_count == sum(pub.versions[a] for a in accounts)
         assert await snapshot(rep.app.state.pool) == incremental
 

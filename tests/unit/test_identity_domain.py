@@ -151,3 +151,19 @@ def test_bad_tokens_are_refused(key):
         decode_access_token(good, ring, issuer="http://other", audience="mc")
     with pytest.raises(InvalidToken):
         decode_access_token(good, ring, issuer="http://id", audience="other")
+
+
+def test_the_switch_fast_path_only_takes_well_formed_requests():
+    from identity_service.fastpath import parse
+
+    ok = [(b"authorization", b"Bearer mcs_abc"), (b"content-type", b"application/json; charset=utf-8")]
+    assert parse(ok, b'{"account_id": "a1", "extra": 1}') == ("mcs_abc", "a1", None)
+    assert parse(ok, b'{"account_id": "a1", "min_version": 3}') == ("mcs_abc", "a1", 3)
+    # everything else goes to the FastAPI route, which answers with the usual errors
+    for body in (b"", b"[]", b"{bad", b'{"account_id": ""}', b'{"account_id": 5}', b'{"min_version": 1}',
+                 b'{"account_id": "a1", "min_version": "3"}', b'{"account_id": "a1", "min_version": true}',
+                 b'{"account_id": "a1", "min_version": -1}', b'{"account_id": "' + b"x" * 201 + b'"}'):
+        assert parse(ok, body) is None, body
+    assert parse(ok[1:], b'{"account_id": "a1"}') is None                       # no token
+    assert parse(ok[:1], b'{"account_id": "a1"}') is None                       # not JSON
+    assert parse([(b"authorization", b"Bearer a.b.c"), ok[1]], b'{"account_id": "a1"}') is None  # access token
