@@ -182,7 +182,7 @@ class Console:
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stdout
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # RLock: the signal handler may print while main holds it
 
     def say(self, line: str) -> None:
         with self.lock:
