@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -101,7 +101,8 @@ class HistoryEntry:
     details: Mapping[str, Any] = field(default_factory=dict)
 
     def view(self) -> dict[str, Any]:
-        return {"time": self.time.isoformat().replace("+00:00", "Z"), "type": self.type,
+        when = self.time.astimezone(UTC) if self.time.tzinfo else self.time.replace(tzinfo=UTC)
+        return {"time": when.isoformat().replace("+00:00", "Z"), "type": self.type,
                 "version": self.version, **self.details}
 
 

@@ -7,6 +7,7 @@ effects of one event and the position that records it commit together.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -23,6 +24,8 @@ from licensing_consumer.domain import (
 )
 from shared.consumer import POSITIONS_MIGRATION
 from shared.events import Envelope
+
+log = logging.getLogger(__name__)
 
 COMPONENT = "licensing"
 
@@ -79,8 +82,10 @@ class LicensingProjection:
     async def apply(self, conn: AsyncConnection, event: Envelope) -> None:
         try:
             payload = event.payload()
-        except ValueError:
-            payload = None  # a known type with data we cannot read: only the version moves
+        except ValueError as e:  # a known type with data we cannot read: only the version moves
+            log.error("licensing: unreadable %s v%d of %s skipped: %s",
+                      event.type, event.streamversion, event.account_id, e)
+            payload = None
         before = await _load(conn, event.account_id, lock=True)
         after, entries = evolve(before, payload, version=event.streamversion, time=event.time)
         referral = referral_of(payload, time=event.time)

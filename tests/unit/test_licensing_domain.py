@@ -87,3 +87,12 @@ def test_referral_rewards_both_accounts():
     assert referral_credits(referred_others=0, was_referred=True) == 1
     assert referral_credits(referred_others=2, was_referred=True) == 3
     assert referral_credits(referred_others=0, was_referred=False) == 0
+
+
+def test_history_times_are_rfc3339_in_utc():
+    from datetime import timedelta, timezone
+
+    from licensing_consumer.domain import HistoryEntry
+
+    paris = datetime(2026, 1, 1, 10, 30, tzinfo=timezone(timedelta(hours=1)))
+    assert HistoryEntry("a1", paris, "PlanChanged", 3).view()["time"] == "2026-01-01T09:30:00Z"
