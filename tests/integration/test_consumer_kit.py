@@ -151,6 +151,19 @@ async def test_rebuild_from_scratch_equals_the_incremental_result(kit):
     assert await kit.snapshot() == incremental
 
 
+async def test_two_replicas_sharing_the_database_and_the_durable_stay_exact(kit):
+    """Messages of one account split between two replicas: each applies in order or heals."""
+    story = random_story(600, n_accounts=8, seed=13)
+    await publish(kit.url, kit.stream, kit.prefix, story.envelopes)
+    async with kit.running(batch=10), kit.running(batch=10):
+        await wait_until(lambda: caught_up(kit.pool, story), timeout=30, what="catch-up by two replicas")
+    views, histories = await kit.snapshot()
+    assert views == story.expected()
+    for history in histories.values():
+        own = [h["version"] for h in history if h["type"] != "ReferralCreditEarned"]
+        assert own == sorted(set(own))
+
+
 async def test_resumes_exactly_after_a_nats_outage(kit, tmp_path):
     server = start_nats(tmp_path / "nats")
     port = server.port
