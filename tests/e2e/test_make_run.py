@@ -206,3 +206,23 @@ def test_given_servers_are_used_and_a_dying_service_stops_the_whole_stack(tmp_pa
         assert run.left_behind() == {}
     finally:
         run.kill()
+
+
+def test_sigterm_stops_the_stack_like_ctrl_c(tmp_path, new_database, nats_names):
+    extra = {"IDENTITY_DATABASE_URL": new_database("devterm_identity"),
+             "ACCOUNT_DATABASE_URL": new_database("devterm_account"),
+             "LICENSING_DATABASE_URL": new_database("devterm_licensing"),
+             "NATS_URL": nats_names.url, "NATS_STREAM": nats_names.stream,
+             "NATS_SUBJECT_PREFIX": nats_names.prefix}
+    run = DevRun(tmp_path, extra)
+    try:
+        run.wait_ready()
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.proc.wait(30) == 0, run.log[-3000:]
+        assert "SIGTERM received: stopping" in run.log
+        deadline = time.monotonic() + 5
+        while run.left_behind() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert run.left_behind() == {}
+    finally:
+        run.kill()
