@@ -12,8 +12,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import psycopg
 from fastapi import FastAPI
-from psycopg_pool import AsyncConnectionPool
+from fastapi.responses import JSONResponse
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from identity_service import keys, projector
 from identity_service.api import router
@@ -27,7 +29,7 @@ from shared import db
 from shared.bus import NatsLink
 from shared.consumer import EventConsumer
 from shared.revocations import RevocationList, revocation_bucket
-from shared.web import add_ops_routes, install_error_handlers
+from shared.web import add_ops_routes, error_response, install_error_handlers
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,25 @@ async def open_database(settings: Settings) -> AsyncConnectionPool:
     return pool
 
 
+async def maintain(svc: IdentityService, stop: asyncio.Event, every: float = 30.0) -> None:
+    """Reload the signing keys (a rotation reaches every replica within `every`
+    seconds) and, now and then, forget expired sessions and old login failures."""
+    rounds = 0
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), every)
+            return
+        except TimeoutError:
+            pass
+        try:
+            await svc.keyring.load()
+            rounds += 1
+            if rounds % 120 == 1:
+                await svc.store.purge_expired(svc.settings.login_failure_window_seconds)
+        except Exception as e:  # noqa: BLE001 - the database may be away; next round
+            log.warning("maintenance round failed: %s", e)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -76,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         listening = asyncio.Event()
         tasks = [asyncio.create_task(projector.listen_forever(settings.database_url, waiters, listening),
                                      name="identity-listen")]
+        tasks.append(asyncio.create_task(maintain(svc, stop), name="identity-maintenance"))
         if settings.identity_projector:
             consumer = make_consumer(settings, pool, link, waiters)
             app.state.consumer = consumer
@@ -107,6 +129,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def _database_away(_request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return error_response(503, "unavailable", "the database is unavailable; retry shortly", {"Retry-After": "1"})
+
     app.include_router(router)
     app.add_middleware(SwitchFastPath)  # inside the metrics middleware added below
 

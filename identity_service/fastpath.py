@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import json
 
+import psycopg
+from psycopg_pool import PoolTimeout
+
 from identity_service import domain
 from shared.errors import AppError, InvalidToken
 
@@ -84,6 +87,10 @@ class SwitchFastPath:
         token, account_id, min_version = parsed
         try:
             issued = await app.state.identity.grant_for(account_id, session_token=token, min_version=min_version)
+        except (psycopg.OperationalError, PoolTimeout):
+            return await self._respond(send, 503, {"error": "unavailable",
+                                                   "detail": "the database is unavailable; retry shortly"},
+                                       [(b"retry-after", b"1")])
         except AppError as e:
             headers = dict(e.headers)
             if isinstance(e, InvalidToken):

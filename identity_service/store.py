@@ -249,6 +249,15 @@ class Store:
             membership = Membership(account_id, row[7], row[8], row[5], tuple(row[6]))
         return principal, row[4], membership, row[9] or 0, recorded
 
+    async def purge_expired(self, failure_window: int) -> None:
+        """Forget sessions expired (or revoked) for a day, and stale login failures."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("DELETE FROM sessions WHERE expires_at < now() - interval '1 day' "
+                               "OR revoked_at < now() - interval '1 day'")
+            await conn.execute(
+                "DELETE FROM login_throttle WHERE first_failure_at < now() - make_interval(secs => %s) "
+                "AND (locked_until IS NULL OR locked_until < now())", (failure_window,))
+
     # -- the read model ---------------------------------------------------------------------
 
     async def memberships_of(self, email: str) -> list[Membership]:

@@ -235,3 +235,19 @@ async def test_forged_tampered_none_hs256_and_expired_tokens_are_refused(stack):
                                                          "subject_token_type": ACCESS, "audience": "x"})
         assert r.status_code == 400 and r.json()["error"] == "invalid_request"
     assert (await rep.client.get("/me", headers=bearer(good))).status_code == 200
+
+
+async def test_maintenance_forgets_only_dead_sessions(stack):
+    rep, _, _ = stack
+    who = email()
+    await rep.register(who)
+    live, dead = (await rep.login(who))["session_token"], (await rep.login(who))["session_token"]
+    await rep.client.delete("/sessions/current", headers=bearer(dead))
+    async with rep.app.state.pool.connection() as conn:
+        await conn.execute("UPDATE sessions SET revoked_at = now() - interval '2 days' WHERE revoked_at IS NOT NULL")
+    await rep.service.store.purge_expired(900)
+    async with rep.app.state.pool.connection() as conn:
+        (left,) = await (await conn.execute(
+            "SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.email = %s", (who,))).fetchone()
+    assert left == 1
+    assert (await rep.client.get("/me", headers=bearer(live))).status_code == 200
