@@ -115,3 +115,66 @@ def test_compose_wires_infra_with_healthchecks_and_services_wait_for_them():
         assert svc["healthcheck"]["test"] == ["CMD", "python", "-m", "deploy.healthcheck", str(port)]
     for name in ("account", "licensing"):
         assert services[name]["depends_on"]["identity"]["condition"] == "service_healthy"
+
+
+def _runtime_import_names() -> set[str]:
+    """Top-level modules the image's `pip install` provides: pyproject's runtime
+    dependencies (not the dev/embedded extras) and theirs, extras included."""
+    import tomllib
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    by_dist: dict[str, set[str]] = {}
+    for module, dists in metadata.packages_distributions().items():
+        for dist in dists:
+            by_dist.setdefault(dist.lower().replace("_", "-"), set()).add(module)
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    names: set[str] = set()
+
+    def walk(spec: str) -> None:
+        req = Requirement(spec)
+        dist = req.name.lower().replace("_", "-")
+        if (dist, tuple(sorted(req.extras))) in seen:
+            return
+        seen.add((dist, tuple(sorted(req.extras))))
+        names.update(by_dist.get(dist, set()))
+        try:
+            subs = metadata.requires(req.name) or []
+        except metadata.PackageNotFoundError:
+            return
+        for sub in subs:
+            marker = Requirement(sub).marker
+            if marker is None or any(marker.evaluate({"extra": e}) for e in [*req.extras, ""]):
+                walk(sub)
+
+    for dep in deps:
+        walk(dep)
+    return names
+
+
+def test_the_image_has_every_module_the_services_import():
+    """The image installs only the runtime dependencies and copies only some
+    folders: a service importing a dev-only package (or a folder left out of
+    the image) would pass every other test and crash in the container."""
+    import ast
+
+    copied = {arg.split()[0] for op, arg in _instructions() if op == "COPY"} - {"pyproject.toml"}
+    available = _runtime_import_names() | set(sys.stdlib_module_names) | copied
+    service_code = [p for pkg in ("shared", "identity_service", "account_service", "licensing_consumer")
+                    for p in (ROOT / pkg).rglob("*.py")] + [ROOT / "deploy" / "healthcheck.py"]
+    missing: dict[str, list[str]] = {}
+    for path in service_code:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                if top not in available:
+                    missing.setdefault(top, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not missing, f"imported by the services but not in the image (add to pyproject dependencies): {missing}"
