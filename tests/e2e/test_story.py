@@ -33,9 +33,11 @@ EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS = "urn:ietf:params:oauth:token-type:access_token"
 
 
-@pytest.fixture
-def stack(new_database, nats_names):
-    s = start_stack(new_database, nats_names)
+@pytest.fixture(params=[1, 2], ids=["one-identity-worker", "two-identity-workers"])
+def stack(request, new_database, nats_names):
+    # with two workers, the identity service is two replicas sharing one database:
+    # a switch may land on the worker that does not run the projector
+    s = start_stack(new_database, nats_names, identity_env={"IDENTITY_WORKERS": str(request.param)})
     try:
         yield s
     finally:
