@@ -1,7 +1,8 @@
 """`make run` as a newcomer runs it: `python -m deploy.dev` from a clean data
 folder, free ports, none of the server variables set. It must become ready,
 serve register -> login -> create company -> switch, and stop on Ctrl-C
-(SIGINT) within 30 s leaving no process behind. A second test gives it
+(SIGINT) within 30 s leaving no process behind; started again on the same
+data folder, it still knows the user and the company. A second test gives it
 servers (the suite's own) and kills a service: everything must stop, non-zero."""
 
 from __future__ import annotations
@@ -68,14 +69,14 @@ def _run_readme_session(run: DevRun) -> None:
 class DevRun:
     """`python -m deploy.dev` in a subprocess, as `make run` starts it."""
 
-    def __init__(self, tmp: Path, extra_env: dict[str, str]):
+    def __init__(self, tmp: Path, extra_env: dict[str, str], log_name: str = "make-run.log"):
         self.data = tmp / "data"
         self.ports = {s.name: free_port() for s in SERVICES}
         env = {k: v for k, v in os.environ.items() if k not in SERVER_VARS}
         env |= {DATA_DIR_VAR: str(self.data), NATS_PORT_VAR: str(free_port()), "PYTHONUNBUFFERED": "1"}
         env |= {s.port_var: str(self.ports[s.name]) for s in SERVICES}
         env |= extra_env
-        self.log_path = tmp / "make-run.log"
+        self.log_path = tmp / log_name
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "deploy.dev"], cwd=ROOT, env=env,
                                          stdout=log, stderr=subprocess.STDOUT)
@@ -177,9 +178,24 @@ def test_make_run_from_a_clean_state_serves_the_story_and_stops_on_ctrl_c(tmp_pa
         order = [log.index(f"stopped {name}") for name in ("identity", "nats", "postgres")]
         assert order == sorted(order), "services, then NATS, then PostgreSQL"
         assert not (run.data / STATE_FILE).exists()
-        assert (run.data / "pg" / "PG_VERSION").exists(), "data survives the stop"
     finally:
         run.kill()
+
+    # the data survives: a second `make run` on the same folder knows the user and the company
+    again = DevRun(tmp_path, {}, log_name="make-run-again.log")
+    try:
+        again.wait_ready()
+        with httpx.Client(timeout=15) as http:
+            r = http.post(f"{again.url('identity')}/sessions", json={"email": email, "password": password})
+            assert r.status_code == 201, r.text
+            assert r.json()["active_account_id"] == account_id
+            r = http.get(f"{again.url('identity')}/me/accounts",
+                         headers={"authorization": f"Bearer {r.json()['session_token']}"})
+            assert [a["account_id"] for a in r.json()] == [account_id], r.text
+        again.proc.send_signal(signal.SIGINT)
+        assert again.proc.wait(30) == 0, again.log[-3000:]
+    finally:
+        again.kill()
 
 
 def test_given_servers_are_used_and_a_dying_service_stops_the_whole_stack(tmp_path, new_database, nats_names):
