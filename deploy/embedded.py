@@ -80,7 +80,11 @@ def _pid_alive(pid: int) -> bool:
 def start_postgres(data_dir: Path) -> EmbeddedPostgres:
     with warnings.catch_warnings():  # "XDG_RUNTIME_DIR is not set": harmless, pgserver falls back to /tmp
         warnings.simplefilter("ignore")
-        import pgserver  # optional dependency: the `embedded` extra
+        try:
+            import pgserver  # optional dependency: the `embedded` extra
+        except ImportError as e:
+            raise RuntimeError("no embedded PostgreSQL: install the `embedded` extra "
+                               "(pip install -e '.[embedded]'), or give a server's URL") from e
 
     data_dir.mkdir(parents=True, exist_ok=True)
     _forget_dead_handles(data_dir.resolve())
