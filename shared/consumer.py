@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 from prometheus_client import Counter, Gauge
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -221,25 +222,52 @@ class EventConsumer:
 
     # -- the durable loop -------------------------------------------------------------
 
-    async def _subscribe(self):
-        js = await self.link.wait_connected()
-        return await js.pull_subscribe(
-            f"{self.prefix}.>", durable=self.durable, stream=self.stream,
-            config=ConsumerConfig(
-                durable_name=self.durable, deliver_policy=DeliverPolicy.ALL,
-                ack_policy=AckPolicy.EXPLICIT, ack_wait=30.0, max_deliver=-1,
-                max_ack_pending=10_000, filter_subject=f"{self.prefix}.>",
-            ),
+    def _durable_config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=self.durable, deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT, ack_wait=30.0, max_deliver=-1,
+            max_ack_pending=10_000, filter_subject=f"{self.prefix}.>",
         )
+
+    async def _subscribe(self, *, reclaim: bool = False):
+        js = await self.link.wait_connected()
+        if reclaim:
+            await self._reclaim_in_flight(js)
+        return await js.pull_subscribe(
+            f"{self.prefix}.>", durable=self.durable, stream=self.stream, config=self._durable_config(),
+        )
+
+    async def _reclaim_in_flight(self, js) -> None:
+        """Messages a dead predecessor fetched but never acked would come back only
+        after `ack_wait`; an account whose last events they are would stay stale
+        until then. Start the durable again just after its ack floor so they come at
+        once (any applied meanwhile are duplicates, skipped)."""
+        try:
+            info = await js.consumer_info(self.stream, self.durable)
+            if not info.num_ack_pending:
+                return
+            config = self._durable_config()
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = info.ack_floor.stream_seq + 1
+            await js.delete_consumer(self.stream, self.durable)
+            await js.add_consumer(self.stream, config)
+            log.info("%s: %d in-flight messages of a previous run reclaimed from stream seq %d",
+                     self.projection.name, info.num_ack_pending, config.opt_start_seq)
+        except NotFoundError:
+            return  # a new durable: nothing was in flight
+        except Exception as e:  # noqa: BLE001 - e.g. a replica recreated it meanwhile: redelivery covers it
+            log.warning("%s: could not reclaim in-flight messages (%s)", self.projection.name, e)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set. Unacked messages are redelivered later."""
         sub = None
+        reclaim = True  # once per run: what a crashed predecessor held comes back now
         try:
             while not stop.is_set():
                 try:
                     if sub is None:
-                        sub = await self._subscribe()
+                        sub = await self._subscribe(reclaim=reclaim)
+                        reclaim = False
                     try:
                         msgs = await sub.fetch(self.batch, timeout=1.0)
                     except TimeoutError:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nats
 import pytest
 
 from deploy.embedded import free_port, start_nats
@@ -162,6 +163,26 @@ async def test_two_replicas_sharing_the_database_and_the_durable_stay_exact(kit)
     for history in histories.values():
         own = [h["version"] for h in history if h["type"] != "ReferralCreditEarned"]
         assert own == sorted(set(own))
+
+
+async def test_messages_a_dead_consumer_held_come_back_at_once(kit):
+    """A process killed with fetched, unacked messages: its successor must not wait
+    for `ack_wait` (30 s) to get them back, even when nothing later reveals a gap."""
+    story = Story()
+    account = story.create("Acme")
+    story.add_member(account, "bob@example.com")
+    await publish(kit.url, kit.stream, kit.prefix, story.envelopes[:1])
+    async with kit.running():  # creates the durable, applies v1
+        await wait_until(lambda: applied_versions(kit.pool), what="v1")
+    await publish(kit.url, kit.stream, kit.prefix, story.envelopes[1:])
+    # a consumer that dies holding the account's last events (fetched, never acked)
+    nc = await nats.connect(kit.url)
+    held = await nc.jetstream().pull_subscribe(f"{kit.prefix}.>", durable="licensing", stream=kit.stream)
+    assert len(await held.fetch(10, timeout=2)) == 2
+    await nc.close()
+    async with kit.running():
+        await wait_until(lambda: caught_up(kit.pool, story), timeout=10, what="the held events")
+    assert (await kit.snapshot())[0] == story.expected()
 
 
 async def test_resumes_exactly_after_a_nats_outage(kit, tmp_path):
