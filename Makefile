@@ -27,5 +27,8 @@ test-integration: $(STAMP)
 test-e2e: $(STAMP)
 	$(PY) -m pytest -q tests/e2e
 
+schemas: $(STAMP)
+	$(PY) -m shared.schema_export docs/schemas
+
 clean:
 	rm -rf $(VENV) .data .pytest_cache
