@@ -163,7 +163,12 @@ class JwksVerifier:
         async with self._lock:
             if kid in self._keys or time.monotonic() - self._fetched_at < self._min_refresh:
                 return
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Unavailable:
+                if not self._keys:
+                    raise  # nothing can be verified until the issuer answers
+                # the keys we hold are current enough: an unknown kid is refused (401)
 
     async def verify(self, token: str) -> AccessClaims:
         await self._ensure_key(token)

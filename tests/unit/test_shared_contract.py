@@ -128,3 +128,32 @@ def test_bad_tokens_are_refused(mutate):
         token = f"{head}.{body[:-2]}AA.{sig}"
     with pytest.raises(InvalidToken):
         decode_access_token(token, keys, issuer="http://id", audience="multicompte")
+
+
+async def test_unknown_kid_is_401_not_503_when_the_issuer_is_away_but_keys_are_cached():
+    import httpx
+
+    from shared.auth import JwksVerifier
+    from shared.errors import Unavailable
+
+    private, keys = _keypair()
+    jwk = keys["k1"]
+    document = {"keys": [jwk._jwk_data]}
+    up = {"yes": True}
+
+    def handler(request):
+        return httpx.Response(200, json=document) if up["yes"] else httpx.Response(503)
+
+    verifier = JwksVerifier("http://id/.well-known/jwks.json", issuer="http://id", audience="multicompte",
+                            client=httpx.AsyncClient(transport=httpx.MockTransport(handler)), min_refresh_seconds=0)
+    good = jwt.encode(_claims(), private, algorithm="EdDSA", headers={"kid": "k1", "typ": "at+jwt"})
+    assert (await verifier.verify(good)).sub == "u1"
+    up["yes"] = False
+    other, _ = _keypair("k9")
+    forged = jwt.encode(_claims(), other, algorithm="EdDSA", headers={"kid": "k9", "typ": "at+jwt"})
+    with pytest.raises(InvalidToken):
+        await verifier.verify(forged)
+    cold = JwksVerifier("http://id/.well-known/jwks.json", issuer="http://id", audience="multicompte",
+                        client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+    with pytest.raises(Unavailable):
+        await cold.verify(good)
