@@ -8,8 +8,10 @@ then measures with a lean keep-alive HTTP/1.1 client (no httpx overhead):
 1. baseline: `GET /ping`, a trivial endpoint of the same server;
 2. switch: `POST /sessions/current/switch` alternating between the two
    accounts (every call is a real switch: lookup, decision, signature, write);
-3. create-then-switch: publish a new account's first events, then at once
-   switch into it with `min_version` (the read model has not applied them yet).
+3. create-then-switch: `POST /accounts` on a real `python -m account_service`
+   (event store, relay, NATS), then at once switch into the new account with
+   `min_version` (the read model has usually not applied it yet); with
+   `--no-account-service`, the account's events are published directly.
 
 Bounded: each phase runs for `--seconds`; everything binds 127.0.0.1 and is
 torn down at the end (database dropped, stream deleted).
@@ -125,10 +127,19 @@ async def main(args) -> dict:
            "IDENTITY_WORKERS": str(args.workers), "LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "identity_service"], env=env, cwd=ROOT,
                             start_new_session=True)
+    procs = [proc]
+    acc_db = with_database(args.postgres_url, f"bench_account_{run}")
+    acc_port = free_port()
+    if args.account_service:
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "account_service"], cwd=ROOT, start_new_session=True,
+            env={**env, "ACCOUNT_DATABASE_URL": acc_db, "ACCOUNT_PORT": str(acc_port)}))
     link = NatsLink(args.nats_url, "bench", stream=stream, subjects=[f"{prefix}.>"])
     results: dict = {"workers": args.workers, "concurrency": args.concurrency, "seconds": args.seconds}
     try:
         wait_for_port(port, timeout=60, proc=proc)
+        if args.account_service:
+            wait_for_port(acc_port, timeout=60, proc=procs[1])
         await asyncio.sleep(1.0 if args.workers > 1 else 0.2)  # every worker up
         await link.start(wait=10)
         js = await link.wait_connected(10)
@@ -186,9 +197,19 @@ async def main(args) -> dict:
         c.close()
         c = await Conn.open(port)  # the first one idled past the keep-alive timeout
         switch_only, total = [], []
+        via = "account_service" if args.account_service else "direct publish to NATS (relay excluded)"
+        if args.account_service:
+            a = await Conn.open(acc_port)
+            status, body = await c.call(request("POST", "/sessions", {"email": email, "password": "bench password"}))
+            token = json.loads(body)["access_token"]
         for i in range(args.creates):
             t0 = time.perf_counter()
-            acct, v = await create_account(f"New {i}")
+            if args.account_service:
+                status, body = await a.call(request("POST", "/accounts", {"name": f"New {i}", "country": "FR"}, token))
+                assert status == 201, body
+                acct, v = json.loads(body)["account_id"], json.loads(body)["version"]
+            else:
+                acct, v = await create_account(f"New {i}")
             t1 = time.perf_counter()
             status, body = await c.call(request("POST", "/sessions/current/switch",
                                                 {"account_id": acct, "min_version": v}, session))
@@ -196,15 +217,18 @@ async def main(args) -> dict:
             assert status == 200, body
             switch_only.append(t2 - t1)
             total.append(t2 - t0)
-        results["create_then_switch"] = {"count": args.creates, "switch_with_min_version": percentiles(switch_only),
-                                         "publish_plus_switch": percentiles(total)}
+        results["create_then_switch"] = {"count": args.creates, "create_via": via,
+                                         "switch_with_min_version": percentiles(switch_only),
+                                         "create_plus_switch": percentiles(total)}
         c.close()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        for p in procs:
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
         try:
             js = link.js
             if js is not None:
@@ -214,6 +238,8 @@ async def main(args) -> dict:
             pass
         await link.close()
         await drop_database(db_url)
+        if args.account_service:
+            await drop_database(acc_db)
     return results
 
 
@@ -226,6 +252,8 @@ if __name__ == "__main__":
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--creates", type=int, default=200)
+    p.add_argument("--no-account-service", dest="account_service", action="store_false",
+                   help="create accounts by publishing their events directly instead of POST /accounts")
     a = p.parse_args()
     try:
         import uvloop
