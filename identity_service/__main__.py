@@ -20,7 +20,8 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     options = dict(host=settings.host, port=settings.port, log_level=settings.log_level,
-                   access_log=False, loop="uvloop", http="httptools", lifespan="on")
+                   access_log=False, loop="uvloop", http="httptools", lifespan="on",
+                   server_header=False, date_header=False, timeout_keep_alive=30)
     if settings.identity_workers > 1:
         uvicorn.run("identity_service.app:app_factory", factory=True, workers=settings.identity_workers,
                     **options)
