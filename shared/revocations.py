@@ -72,6 +72,10 @@ class RevocationList:
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - NATS away: keep trying
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # nats-py may turn our cancellation into another error: stop anyway
+                    raise asyncio.CancelledError from e
                 log.warning("revocation watch on %s failed (%s); retrying", self.bucket, e)
                 await asyncio.sleep(1.0)
 
@@ -92,10 +96,14 @@ class RevocationList:
         kv = await self._kv()
         await kv.put(sid, repr(until).encode())
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop watching; never waits longer than `timeout` (the watch task is
+        cancelled again until it ends, in case a library swallowed a cancellation)."""
         if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while not self._task.done() and loop.time() < deadline:
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=0.2)
+            if self._task.done() and not self._task.cancelled():
+                self._task.exception()  # retrieved: no "never retrieved" warning
