@@ -61,6 +61,18 @@ async def open_runtime(settings: Settings, *, nats_wait: float = 2.0) -> Runtime
     return Runtime(pool, link, EventStore(pool), relay)
 
 
+async def stop_task(task: asyncio.Task, timeout: float = 5.0) -> None:
+    """Cancel `task` and wait for it, boundedly (re-cancelling if a library swallowed it)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not task.done() and loop.time() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.2)
+    if task.done() and not task.cancelled():
+        with contextlib.suppress(Exception):
+            task.result()
+
+
 def create_app(settings: Settings | None = None, *, verifier: JwksVerifier | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -77,9 +89,7 @@ def create_app(settings: Settings | None = None, *, verifier: JwksVerifier | Non
         try:
             yield
         finally:
-            relay_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await relay_task
+            await stop_task(relay_task)
             await revocations.stop()
             if verifier is None:
                 await jwks.aclose()
