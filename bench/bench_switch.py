@@ -114,7 +114,6 @@ async def load(port: int, requests: list[bytes] | list[list[bytes]], seconds: fl
 
 
 async def main(args) -> dict:
-    from identity_service.settings import Settings
     from shared.bus import NatsLink, OutgoingMessage, publish_batch
     from shared.events import AccountCreated, MemberAdded, envelope, subject_for
 
