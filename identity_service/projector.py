@@ -91,6 +91,7 @@ class VersionWaiters:
 
     def __init__(self) -> None:
         self._waiting: dict[str, list[tuple[int, asyncio.Future]]] = defaultdict(list)
+        self.notifications = 0  # NOTIFYs received from the projection (any replica)
 
     def applied(self, account_id: str, version: int) -> None:
         """Wake the waiters of `account_id` whose version is now reached (any thread-free caller)."""
@@ -142,6 +143,7 @@ async def listen_forever(url: str, waiters: VersionWaiters, ready: asyncio.Event
                 if ready is not None:
                     ready.set()
                 async for note in conn.notifies():
+                    waiters.notifications += 1
                     account_id, _, version = note.payload.rpartition(":")
                     try:
                         waiters.applied(account_id, int(version))

@@ -151,3 +151,4 @@ async def test_min_version_waits_across_replicas_and_is_bounded(env):
             assert [r.status_code for r in results] == [200] * 6
             assert results[0].json()["account"]["name"] == "Second Ltd"
             assert await projector.service.store.applied_version(second) == v2
+            assert front.service.waiters.notifications > 0  # told by the other replica's commits
