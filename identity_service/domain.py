@@ -81,6 +81,15 @@ def check_password(password: str) -> str:
     return password
 
 
+def canonical_account_id(raw: str) -> str:
+    """Account ids are UUIDs: any spelling of one (upper case, braces, no dashes)
+    names the same account. Anything else is kept as given (and will match nothing)."""
+    try:
+        return str(uuid.UUID(raw))
+    except (ValueError, AttributeError, TypeError):
+        return raw
+
+
 def menu(memberships: Sequence[Membership]) -> list[Membership]:
     """The user menu's order: by name (case-insensitive), then id for ties."""
     return sorted(memberships, key=lambda m: (m.name.casefold(), m.name, m.account_id))
@@ -105,6 +114,7 @@ def landing(
     used last, else the first by name, else none."""
     by_id = {m.account_id: m for m in memberships}
     if requested is not None:
+        requested = canonical_account_id(requested)
         return decide(requested, by_id.get(requested))
     if last_used is not None and last_used in by_id:
         return decide(last_used, by_id[last_used])

@@ -193,6 +193,7 @@ class IdentityService:
 
         Raises InvalidToken (session not live), NotAMember, or Unavailable when
         `min_version` is not reached within the bound."""
+        account_id = domain.canonical_account_id(account_id)
         key = {"token_hash": domain.hash_session_token(session_token)} if session_token is not None \
             else {"session_id": session_id}
         ctx = await self.store.switch_context(account_id, min_version=min_version or 0, record=record, **key)

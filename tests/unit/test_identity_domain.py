@@ -167,3 +167,13 @@ def test_the_switch_fast_path_only_takes_well_formed_requests():
     assert parse(ok[1:], b'{"account_id": "a1"}') is None                       # no token
     assert parse(ok[:1], b'{"account_id": "a1"}') is None                       # not JSON
     assert parse([(b"authorization", b"Bearer a.b.c"), ok[1]], b'{"account_id": "a1"}') is None  # access token
+
+
+def test_account_ids_are_canonical_uuids():
+    import uuid
+    u = uuid.uuid4()
+    for spelling in (str(u).upper(), u.hex, "{%s}" % u):
+        assert domain.canonical_account_id(spelling) == str(u)
+    assert domain.canonical_account_id("not-a-uuid") == "not-a-uuid"
+    m = Membership(str(u), "Acme", "FR", "user", ())
+    assert domain.landing([m], requested=str(u).upper(), last_used=None).account_id == str(u)
