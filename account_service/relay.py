@@ -51,7 +51,7 @@ LOCK_KEY = (0x6D63, 0x72656C)  # ("mc", "rel"): one advisory lock per database
 PUBLISHED = Counter("account_relay_published_total", "Events published to JetStream by the relay")
 FAILURES = Counter("account_relay_failures_total", "Relay batches that failed (retried)")
 LEADER = Gauge("account_relay_leader", "1 when this replica is the relay leader")
-BACKLOG = Gauge("account_relay_backlog_events", "Committed events not yet published (as of the last pass)")
+CHECKPOINT = Gauge("account_relay_checkpoint_position", "Position of the last event the relay published")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +127,6 @@ class Relay:
         checkpoint = await self.load_checkpoint(conn)
         batch = await self.pending(conn, checkpoint, self.batch_size)
         if not batch:
-            BACKLOG.set(0)
             return 0
         js = self.link.js
         if js is None or not self.link.connected:
@@ -136,6 +135,7 @@ class Relay:
         last = batch[-1]
         await self.save_checkpoint(conn, Checkpoint(last.xid, last.position))
         PUBLISHED.inc(len(batch))
+        CHECKPOINT.set(last.position)
         return len(batch)
 
     async def drain(self, conn: psycopg.AsyncConnection) -> int:

@@ -36,9 +36,13 @@ def new_referral_code() -> str:
 
 
 def normalize_referral_code(raw: object) -> str:
+    """Codes are read case-insensitively, spaces and dashes ignored; anything else is unknown."""
     if not isinstance(raw, str):
         raise InvalidInput("referral_code must be a string")
-    return "".join(raw.split()).upper().replace("-", "")
+    code = "".join(raw.split()).upper().replace("-", "")
+    if not code or len(code) > 64 or not (code.isascii() and code.isalnum()):
+        raise InvalidInput("unknown referral_code: no account has this code", code="unknown_referral_code")
+    return code
 
 
 def parse_account_id(raw: str) -> str:
@@ -99,8 +103,7 @@ class AccountService:
     ) -> Outcome:
         referred_by = None
         if referral_code is not None:
-            code = normalize_referral_code(referral_code)
-            referred_by = await self.store.referrer(code) if code else None
+            referred_by = await self.store.referrer(normalize_referral_code(referral_code))
             if referred_by is None:
                 raise InvalidInput("unknown referral_code: no account has this code", code="unknown_referral_code")
         for _ in range(self.max_attempts):

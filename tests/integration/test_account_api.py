@@ -106,9 +106,10 @@ async def test_referral_code(api):
     referred = await api.create("bob@example.com", referral_code=referrer["referral_code"])
     assert referred["referred_by"] == referrer["account_id"]
     before = await api.event_count()
-    r = await api.client.post("/accounts", json={"name": "X", "country": "FR", "referral_code": "NOPE"},
-                              headers=api.token("bob@example.com"))
-    assert r.status_code == 422 and r.json()["error"]
+    for code in ("NOPE", "NUL\x00", "", "é"):
+        r = await api.client.post("/accounts", json={"name": "X", "country": "FR", "referral_code": code},
+                                  headers=api.token("bob@example.com"))
+        assert_error(r, 422, "unknown_referral_code")
     assert await api.event_count() == before
 
 
@@ -352,3 +353,23 @@ async def test_ops_routes(api):
     assert {"/accounts", "/accounts/{account_id}", "/accounts/{account_id}/plan", "/accounts/{account_id}/members",
             "/accounts/{account_id}/members/{email}", "/accounts/{account_id}/events"} <= set(paths)
     assert_error(await api.client.get("/nowhere"), 404, "not_found")
+
+
+async def test_hostile_inputs_are_4xx_never_500(api):
+    acct = (await api.create())["account_id"]
+    admin = api.token("ann@example.com", acct)
+    before = await api.event_count()
+    for method, path, body in (
+        ("POST", "/accounts", {"name": "a\x00b", "country": "FR"}),
+        ("POST", "/accounts", {"name": "X", "country": "DE", "company_id": "HRB\x00"}),
+        ("POST", "/accounts", {"name": "X", "country": "\x00F"}),
+        ("POST", f"/accounts/{acct}/members", {"email": "a\x00@example.com", "role": "user"}),
+        ("POST", f"/accounts/{acct}/members", {"email": "b@example.com", "role": "user\x00"}),
+        ("POST", f"/accounts/{acct}/members", {"email": "b@example.com", "role": "user", "rights": ["\x00"]}),
+        ("PATCH", f"/accounts/{acct}/members/a%00b@example.com", {"role": "user"}),
+        ("DELETE", f"/accounts/{acct}/members/{'x' * 300}@example.com", None),
+        ("PUT", f"/accounts/{acct}/plan", {"plan": "\x00"}),
+    ):
+        r = await api.client.request(method, path, json=body, headers=admin)
+        assert 400 <= r.status_code < 500 and r.json()["error"], (method, path, r.status_code, r.text)
+    assert await api.event_count() == before

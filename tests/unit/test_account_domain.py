@@ -344,5 +344,6 @@ def test_if_match_parsing():
 
 def test_referral_codes_are_normalised():
     assert normalize_referral_code(" abcd-efgh ") == "ABCDEFGH"
-    with pytest.raises(InvalidInput):
-        normalize_referral_code(12)
+    for bad in (12, "", "   ", "AB\x00CD", "ÉCOLE", "x" * 65, "a.b"):
+        with pytest.raises(InvalidInput):
+            normalize_referral_code(bad)
