@@ -52,8 +52,8 @@ async def rotate_keys(settings: Settings) -> str:
 
     pool = await open_database(settings)
     try:
-        await keys.ensure_key(pool)
-        return await keys.rotate(pool)
+        await keys.ensure_key(pool, settings.key_passphrase)
+        return await keys.rotate(pool, settings.key_passphrase)
     finally:
         await pool.close()
 

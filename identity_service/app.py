@@ -81,8 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await open_database(settings)
-        await keys.ensure_key(pool)
-        keyring = KeyRing(pool)
+        await keys.ensure_key(pool, settings.key_passphrase)
+        keyring = KeyRing(pool, passphrase=settings.key_passphrase)
         await keyring.load()
         link = NatsLink(settings.nats_url, "identity-service", stream=settings.nats_stream,
                         subjects=[f"{settings.nats_subject_prefix}.>"])

@@ -50,8 +50,15 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def new_key() -> tuple[str, str, dict[str, Any]]:
-    """(kid, private PEM, public JWK) of a fresh Ed25519 key."""
+def _encryption(passphrase: str | None):
+    if passphrase:
+        return serialization.BestAvailableEncryption(passphrase.encode())
+    return serialization.NoEncryption()
+
+
+def new_key(passphrase: str | None = None) -> tuple[str, str, dict[str, Any]]:
+    """(kid, private PEM, public JWK) of a fresh Ed25519 key; the PEM is encrypted
+    with `passphrase` when one is configured (IDENTITY_KEY_PASSPHRASE)."""
     private = Ed25519PrivateKey.generate()
     raw = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     x = _b64(raw)
@@ -59,14 +66,14 @@ def new_key() -> tuple[str, str, dict[str, Any]]:
     thumb = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": x}, separators=(",", ":"), sort_keys=True)
     kid = _b64(hashlib.sha256(thumb.encode()).digest())
     pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, _encryption(passphrase)
     ).decode()
     jwk = {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": ALG, "use": "sig"}
     return kid, pem, jwk
 
 
-async def _insert_key(conn: AsyncConnection) -> str:
-    kid, pem, jwk = new_key()
+async def _insert_key(conn: AsyncConnection, passphrase: str | None) -> str:
+    kid, pem, jwk = new_key(passphrase)
     await conn.execute(
         "INSERT INTO signing_keys (kid, alg, private_pem, public_jwk) VALUES (%s, %s, %s, %s)",
         (kid, ALG, pem, json.dumps(jwk)),
@@ -74,7 +81,7 @@ async def _insert_key(conn: AsyncConnection) -> str:
     return kid
 
 
-async def ensure_key(pool: AsyncConnectionPool) -> str:
+async def ensure_key(pool: AsyncConnectionPool, passphrase: str | None = None) -> str:
     """The current key's kid, creating the first key if there is none (race-safe)."""
     async with pool.connection() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_LOCK,))
@@ -83,18 +90,18 @@ async def ensure_key(pool: AsyncConnectionPool) -> str:
         row = await cur.fetchone()
         if row:
             return row[0]
-        kid = await _insert_key(conn)
+        kid = await _insert_key(conn, passphrase)
         log.info("created signing key %s", kid)
         return kid
 
 
-async def rotate(pool: AsyncConnectionPool) -> str:
+async def rotate(pool: AsyncConnectionPool, passphrase: str | None = None) -> str:
     """Add a new current key; the previous ones stay published for a while."""
     async with pool.connection() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_LOCK,))
         await conn.execute("UPDATE signing_keys SET retired_at = clock_timestamp() WHERE retired_at IS NULL")
         await conn.execute(f"DELETE FROM signing_keys WHERE retired_at < now() - interval '{PURGE_AFTER}'")
-        kid = await _insert_key(conn)
+        kid = await _insert_key(conn, passphrase)
     log.info("rotated signing keys: %s is now current", kid)
     return kid
 
@@ -111,9 +118,14 @@ class Signer:
         return f"{signing_input}.{_b64(self.key.sign(signing_input.encode('ascii')))}"
 
 
-def make_signer(kid: str, private_pem: str) -> Signer:
-    key = serialization.load_pem_private_key(private_pem.encode(), password=None)
-    assert isinstance(key, Ed25519PrivateKey)
+def make_signer(kid: str, private_pem: str, passphrase: str | None = None) -> Signer:
+    encrypted = "ENCRYPTED" in private_pem.split("\n", 1)[0]
+    if encrypted and not passphrase:
+        raise RuntimeError(f"signing key {kid} is encrypted: set IDENTITY_KEY_PASSPHRASE")
+    key = serialization.load_pem_private_key(private_pem.encode(),
+                                             password=passphrase.encode() if encrypted else None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise RuntimeError(f"signing key {kid} is not an Ed25519 key")
     header = _b64(json.dumps({"alg": ALG, "typ": "at+jwt", "kid": kid}, separators=(",", ":")).encode())
     return Signer(kid, key, header)
 
@@ -121,8 +133,9 @@ def make_signer(kid: str, private_pem: str) -> Signer:
 class KeyRing:
     """This replica's copy of the keys: the current signer and the published JWKS."""
 
-    def __init__(self, pool: AsyncConnectionPool, *, refresh_seconds: float = 30.0):
+    def __init__(self, pool: AsyncConnectionPool, *, refresh_seconds: float = 30.0, passphrase: str | None = None):
         self.pool = pool
+        self.passphrase = passphrase
         self.refresh_seconds = refresh_seconds
         self.signer: Signer | None = None
         self.jwks: dict[str, Any] = {"keys": []}
@@ -139,7 +152,7 @@ class KeyRing:
             rows = await cur.fetchall()
         current = next((r for r in rows if r[3]), None)
         if current is not None and (self.signer is None or self.signer.kid != current[0]):
-            self.signer = make_signer(current[0], current[1])
+            self.signer = make_signer(current[0], current[1], self.passphrase)
         self.jwks = {"keys": [r[2] for r in rows]}
         self.verification_keys = parse_jwks(self.jwks)
         self._loaded_at = time.monotonic()

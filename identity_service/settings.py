@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import SecretStr
+
 from shared.settings import PG_DEFAULT, CommonSettings
 
 
@@ -17,6 +19,9 @@ class Settings(CommonSettings):
     identity_projector_exclusive: bool = True
     identity_pool_size: int = 10
 
+    # when set, signing keys are stored encrypted (PKCS#8, best available) with it
+    identity_key_passphrase: SecretStr | None = None
+
     access_token_ttl_seconds: int = 300
     session_ttl_seconds: int = 14 * 24 * 3600
     # login throttling, per normalised email, counted in the database
@@ -29,6 +34,10 @@ class Settings(CommonSettings):
     @property
     def database_url(self) -> str:
         return self.identity_database_url
+
+    @property
+    def key_passphrase(self) -> str | None:
+        return self.identity_key_passphrase.get_secret_value() if self.identity_key_passphrase else None
 
     @property
     def port(self) -> int:

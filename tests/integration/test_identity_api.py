@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from identity_service import __main__ as identity_main
+from identity_service import keys
 from identity_service.keys import make_signer
 from shared.auth import decode_access_token, parse_jwks
 from tests.integration.test_identity_support import (
@@ -250,3 +251,27 @@ async def test_maintenance_forgets_only_dead_sessions(stack):
             "SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.email = %s", (who,))).fetchone()
     assert left == 1
     assert (await rep.client.get("/me", headers=bearer(live))).status_code == 200
+
+
+async def test_replicas_starting_together_agree_on_one_key_and_keys_can_be_encrypted(new_database, nats_names):
+    import asyncio
+
+    from identity_service.app import open_database
+
+    settings = settings_for(new_database("identity"), nats_names, identity_key_passphrase="s3cret passphrase")
+    pools = await asyncio.gather(*(open_database(settings) for _ in range(3)))  # migrations race too
+    try:
+        kids = await asyncio.gather(*(keys.ensure_key(p, settings.key_passphrase) for p in pools))
+        assert len(set(kids)) == 1
+        async with pools[0].connection() as conn:
+            rows = await (await conn.execute("SELECT kid, private_pem FROM signing_keys")).fetchall()
+        assert [r[0] for r in rows] == kids[:1]
+        assert "ENCRYPTED" in rows[0][1]  # never in clear in the database
+        ring = keys.KeyRing(pools[1], passphrase=settings.key_passphrase)
+        await ring.load()
+        assert ring.signer.kid == kids[0]
+        with pytest.raises(RuntimeError):
+            await keys.KeyRing(pools[2]).load()  # the passphrase is required
+    finally:
+        for p in pools:
+            await p.close()
