@@ -134,3 +134,21 @@ async def test_referral_codes(store):
 
 async def test_unknown_stream_reads_empty(store):
     assert await store.read_stream(str(uuid.uuid4())) == []
+
+
+async def test_several_replicas_starting_at_once_migrate_once(new_database, nats_names):
+    from account_service.app import open_runtime
+    from account_service.settings import Settings
+
+    settings = Settings(account_database_url=new_database("acctreplicas"), nats_url=nats_names.url,
+                        nats_stream=nats_names.stream, nats_subject_prefix=nats_names.prefix)
+    runtimes = await asyncio.gather(*(open_runtime(settings, nats_wait=5) for _ in range(3)))
+    try:
+        async with runtimes[0].pool.connection() as conn:
+            cur = await conn.execute("SELECT count(*) FROM schema_migrations WHERE component = 'account_service'")
+            assert (await cur.fetchone())[0] == len(MIGRATIONS)
+        service = AccountService(runtimes[1].store)
+        assert (await create(service)).version == 2
+    finally:
+        for rt in runtimes:
+            await rt.close()
