@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from identity_service import domain
 from identity_service.domain import NotAMember
@@ -35,11 +35,21 @@ async def caller(request: Request, svc: Service) -> Caller:
 AnyCaller = Annotated[Caller, Depends(caller)]
 
 
+def _printable(value: str) -> str:
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+# text that may reach the database: no control characters (PostgreSQL refuses NUL)
+Text = Annotated[str, AfterValidator(_printable)]
+
+
 class RegisterIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    email: str = Field(max_length=320)
+    email: Text = Field(max_length=320)
     password: str = Field(min_length=domain.MIN_PASSWORD_LENGTH, max_length=domain.MAX_PASSWORD_LENGTH)
-    display_name: str | None = Field(None, max_length=200)
+    display_name: Text | None = Field(None, max_length=200)
 
 
 class UserOut(BaseModel):
@@ -49,14 +59,14 @@ class UserOut(BaseModel):
 
 class LoginIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    email: str = Field(max_length=320)
+    email: Text = Field(max_length=320)
     password: str = Field(max_length=domain.MAX_PASSWORD_LENGTH)
-    account_id: str | None = Field(None, max_length=200)
+    account_id: Text | None = Field(None, max_length=200)
 
 
 class SwitchIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    account_id: str = Field(min_length=1, max_length=200)
+    account_id: Text = Field(min_length=1, max_length=200)
     min_version: int | None = Field(None, ge=0, le=2**31 - 1)
 
 
@@ -132,6 +142,8 @@ async def token_exchange(request: Request, svc: Service) -> JSONResponse:
     audience = fields.get("audience") or fields.get("resource")
     if not audience:
         return oauth_error("invalid_target", "audience (the account id) is required")
+    if len(audience) > 200 or any(ord(c) < 0x20 for c in audience):
+        return oauth_error("invalid_target", "audience is not an account id")
     min_version = fields.get("min_version")
     if min_version is not None:
         if not min_version.isdigit() or len(min_version) > 9:

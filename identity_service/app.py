@@ -136,6 +136,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.warning("database unavailable: %s", exc)
         return error_response(503, "unavailable", "the database is unavailable; retry shortly", {"Retry-After": "1"})
 
+    @app.exception_handler(psycopg.DataError)
+    async def _unstorable(_request, exc: Exception) -> JSONResponse:
+        return error_response(422, "validation_error", "the request holds characters we cannot store")
+
     app.include_router(router)
     app.add_middleware(SwitchFastPath)  # inside the metrics middleware added below
 

@@ -49,6 +49,8 @@ def parse(headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[str, str, in
     account_id, min_version = data.get("account_id"), data.get("min_version")
     if not isinstance(account_id, str) or not 1 <= len(account_id) <= 200:
         return None
+    if not account_id.isprintable():  # control characters: the route's validation refuses them
+        return None
     if min_version is not None and (type(min_version) is not int or not 0 <= min_version <= _INT_MAX):
         return None
     return token, account_id, min_version
@@ -87,6 +89,9 @@ class SwitchFastPath:
         token, account_id, min_version = parsed
         try:
             issued = await app.state.identity.grant_for(account_id, session_token=token, min_version=min_version)
+        except psycopg.DataError:
+            return await self._respond(send, 422, {"error": "validation_error",
+                                                   "detail": "the request holds characters we cannot store"}, [])
         except (psycopg.OperationalError, PoolTimeout):
             return await self._respond(send, 503, {"error": "unavailable",
                                                    "detail": "the database is unavailable; retry shortly"},

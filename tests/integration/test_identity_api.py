@@ -275,3 +275,31 @@ async def test_replicas_starting_together_agree_on_one_key_and_keys_can_be_encry
     finally:
         for p in pools:
             await p.close()
+
+
+async def test_hostile_input_is_refused_cleanly(stack):
+    rep, _, _ = stack
+    who = email()
+    await rep.register(who)
+    session = (await rep.login(who))["session_token"]
+    access = (await rep.login(who))["access_token"]
+    cases = [
+        ("POST", "/users", {"json": {"email": email(), "password": PASSWORD, "display_name": "Bob\x00"}}),
+        ("POST", "/users", {"json": {"email": "bob\x00@example.com", "password": PASSWORD}}),
+        ("POST", "/sessions", {"json": {"email": who, "password": PASSWORD, "account_id": "a\x00b"}}),
+        ("POST", "/sessions", {"json": {"email": who + "\x00", "password": PASSWORD}}),
+        ("POST", "/sessions/current/switch", {"json": {"account_id": "a\x00"}, "headers": bearer(session)}),
+        ("POST", "/sessions/current/switch", {"json": {"account_id": "a", "min_version": 10**30},
+                                              "headers": bearer(session)}),
+        ("POST", "/sessions/current/switch", {"json": {"account_id": "a"}, "headers": bearer("x\x00y")}),
+        ("POST", "/oauth2/token", {"data": {"grant_type": EXCHANGE, "subject_token": access,
+                                            "subject_token_type": ACCESS, "audience": "a\x00"}}),
+        ("GET", "/me", {"headers": bearer("mcs_" + "\x00" * 10)}),
+    ]
+    for method, path, kw in cases:
+        r = await rep.client.request(method, path, **kw)
+        assert 400 <= r.status_code < 500, (path, kw, r.status_code, r.text)
+        assert "error" in r.json()
+    async with rep.app.state.pool.connection() as conn:
+        (users,) = await (await conn.execute("SELECT count(*) FROM users")).fetchone()
+    assert users == 1  # nothing stored by the bad requests
