@@ -55,8 +55,8 @@ async def open_runtime(settings: Settings, *, nats_wait: float = 2.0) -> Runtime
     link = NatsLink(settings.nats_url, "account-service", stream=settings.nats_stream, subjects=[f"{prefix}.>"])
     await link.start(wait=nats_wait)
     relay = Relay(
-        url, link, subject_prefix=prefix, batch_size=settings.account_relay_batch_size,
-        poll_interval=settings.account_relay_poll_seconds,
+        url, settings.nats_url, subject_prefix=prefix, stream=settings.nats_stream,
+        batch_size=settings.account_relay_batch_size, poll_interval=settings.account_relay_poll_seconds,
     )
     return Runtime(pool, link, EventStore(pool), relay)
 

@@ -22,6 +22,14 @@ after JetStream acknowledged the whole batch. A crash between the ack and the
 checkpoint republishes the batch; JetStream drops the repeats by `Nats-Msg-Id`
 (the event id) within its duplicate window.
 
+Per-account order on the stream also survives a broken NATS connection. The
+relay publishes on its own connection, opened without automatic reconnection:
+messages of one connection are stored in the order sent, so what a broken
+connection delivered is a prefix of the batch, and the retry (a new
+connection, the same batch from the checkpoint, duplicates dropped) keeps the
+order. A reconnecting client would instead flush its buffered later messages
+before the retry of an earlier one lost in flight.
+
 One replica relays at a time: the leader holds a session-level advisory lock
 on its own connection (if that connection dies, the lock goes with it and
 another replica takes over). The leader LISTENs on the store's channel to wake
@@ -37,12 +45,15 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+import nats
 import psycopg
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge
 from psycopg.rows import dict_row
 
 from account_service.eventstore import _COLUMNS, NOTIFY_CHANNEL, StoredEvent
-from shared.bus import NatsLink, OutgoingMessage, publish_batch
+from shared.bus import OutgoingMessage, ensure_stream, publish_batch
 from shared.events import subject_for
 
 log = logging.getLogger(__name__)
@@ -64,9 +75,10 @@ class Relay:
     def __init__(
         self,
         database_url: str,
-        link: NatsLink,
+        nats_url: str,
         *,
         subject_prefix: str,
+        stream: str | None = None,
         name: str = "main",
         batch_size: int = 500,
         poll_interval: float = 1.0,
@@ -74,14 +86,52 @@ class Relay:
         publish_timeout: float = 5.0,
     ):
         self.database_url = database_url
-        self.link = link
+        self.nats_url = nats_url
         self.prefix = subject_prefix
+        self.stream = stream  # created (or given our subjects) when the relay connects, if set
         self.name = name
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.notify_channel = notify_channel
         self.publish_timeout = publish_timeout
         self.is_leader = False
+        self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+
+    # ------------------------------------------------------------------ NATS
+
+    async def _jetstream(self) -> JetStreamContext:
+        """The relay's own connection (no automatic reconnection: see the module doc)."""
+        if self._nc is not None and self._nc.is_connected and self._js is not None:
+            return self._js
+        await self.close_nats()
+        nc = await nats.connect(
+            self.nats_url, name=f"account-relay-{self.name}", connect_timeout=2, allow_reconnect=False,
+            error_cb=self._on_error,
+        )
+        try:
+            js = nc.jetstream(timeout=self.publish_timeout)
+            if self.stream:
+                await ensure_stream(js, self.stream, [f"{self.prefix}.>"])
+        except BaseException:
+            await nc.close()
+            raise
+        self._nc, self._js = nc, js
+        return js
+
+    async def _on_error(self, e: Exception) -> None:
+        log.debug("relay NATS error: %s", e)
+
+    async def close_nats(self) -> None:
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None and not nc.is_closed:
+            try:
+                await asyncio.wait_for(nc.close(), 2)
+            except Exception:  # noqa: BLE001 - it is broken anyway
+                pass
+
+    async def close(self) -> None:
+        await self.close_nats()
 
     # ------------------------------------------------------------------ one pass
 
@@ -128,10 +178,12 @@ class Relay:
         batch = await self.pending(conn, checkpoint, self.batch_size)
         if not batch:
             return 0
-        js = self.link.js
-        if js is None or not self.link.connected:
-            raise ConnectionError("NATS is not connected")
-        await publish_batch(js, [self.message(e) for e in batch], timeout=self.publish_timeout)
+        js = await self._jetstream()
+        try:
+            await publish_batch(js, [self.message(e) for e in batch], timeout=self.publish_timeout)
+        except BaseException:
+            await self.close_nats()  # never reuse a connection that may have lost part of a batch
+            raise
         last = batch[-1]
         await self.save_checkpoint(conn, Checkpoint(last.xid, last.position))
         PUBLISHED.inc(len(batch))
@@ -163,6 +215,7 @@ class Relay:
             finally:
                 self.is_leader = False
                 LEADER.set(0)
+                await self.close_nats()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 

@@ -92,11 +92,13 @@ async def main(events: int, writers: int) -> None:
         await link.start(wait=5)
         results = {}
         for batch in (100, 500):
-            relay = Relay(url, link, subject_prefix=prefix, name=f"bench-{batch}", batch_size=batch)
+            relay = Relay(url, nats_url, subject_prefix=prefix, name=f"bench-{batch}", batch_size=batch)
             async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                await relay._jetstream()  # connect before timing
                 t0 = time.perf_counter()
                 relayed = await relay.drain(conn)
                 results[batch] = relayed / (time.perf_counter() - t0)
+            await relay.close()
             assert relayed == backlog, (relayed, backlog)
         js = await link.wait_connected(5)
         info = await js.stream_info(stream)

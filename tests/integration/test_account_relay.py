@@ -103,10 +103,11 @@ async def test_publishes_every_event_with_its_envelope(db, nats_names):
     acct = await create(service)
     await service.handle(acct, AddMember("u1", "bob@example.com", "user"), actor_email="ann@example.com")
     async with nats_link(nats_names.url, nats_names.stream, nats_names.prefix) as link:
-        relay = Relay(url, link, subject_prefix=nats_names.prefix)
+        relay = Relay(url, nats_names.url, subject_prefix=nats_names.prefix)
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             assert await drain_until(relay, conn, 3) == 3
             assert await relay.drain(conn) == 0  # the checkpoint moved on
+        await relay.close()
         messages = await stream_envelopes(link, nats_names.stream)
     stored = await store.read_stream(acct)
     check_exactly_once_in_order(messages, {acct: stored}, nats_names.prefix)
@@ -121,7 +122,7 @@ async def test_a_transaction_that_commits_out_of_position_order_is_still_relayed
     service = AccountService(store)
     a, b = await create(service, "a@example.com"), await create(service, "b@example.com")
     async with nats_link(nats_names.url, nats_names.stream, nats_names.prefix) as link:
-        relay = Relay(url, link, subject_prefix=nats_names.prefix)
+        relay = Relay(url, nats_names.url, subject_prefix=nats_names.prefix)
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as relay_conn, \
                 await psycopg.AsyncConnection.connect(url) as slow:
             assert await drain_until(relay, relay_conn, 4) == 4
@@ -142,6 +143,7 @@ async def test_a_transaction_that_commits_out_of_position_order_is_still_relayed
             await slow.rollback()
             assert await drain_until(relay, relay_conn, 1) == 1
             assert await relay.drain(relay_conn) == 0
+        await relay.close()
         messages = await stream_envelopes(link, nats_names.stream)
     assert [m[1] for m in messages[-3:]] == [t1[0].event_id, t2[0].event_id, t4[0].event_id]
     stored = {acct: await store.read_stream(acct) for acct in (a, b)}
@@ -156,7 +158,8 @@ async def test_nats_down_during_writes_then_back_every_event_once_in_order(db, n
     stream, prefix = "ACCT_OUTAGE", nats_names.prefix
     try:
         async with nats_link(server.url, stream, prefix) as link:
-            relay = Relay(url, link, subject_prefix=prefix, poll_interval=0.2, publish_timeout=1.0)
+            relay = Relay(url, server.url, subject_prefix=prefix, stream=stream, poll_interval=0.2,
+                          publish_timeout=1.0)
             task = asyncio.create_task(relay.run())
             try:
                 accounts = [await create(service, f"owner{i}@example.com") for i in range(3)]
@@ -188,6 +191,45 @@ async def test_nats_down_during_writes_then_back_every_event_once_in_order(db, n
         server.stop()
 
 
+async def test_nats_killed_in_the_middle_of_a_drain_keeps_each_account_in_order(db, tmp_path):
+    """Wherever the kill lands (mid-batch or between batches), the stream ends with
+    every event once and each account's events in version order."""
+    url, store = db
+    service = AccountService(store)
+    accounts = [await create(service, f"k{i}@example.com") for i in range(4)]
+    for n in range(60):
+        for acct in accounts:
+            await store.append(acct, 2 + n, [PlanChanged(account_id=acct, plan=("business", "team")[n % 2])])
+    total = 4 * 62
+    port = free_port()
+    server = start_nats(tmp_path / "nats", port)
+    stream, prefix = "ACCT_KILL", "acctkill"
+    try:
+        async with nats_link(server.url, stream, prefix) as link:
+            relay = Relay(url, server.url, subject_prefix=prefix, stream=stream, batch_size=10,
+                          poll_interval=0.2, publish_timeout=1.0)
+            task = asyncio.create_task(relay.run())
+            try:
+                async def published() -> int:
+                    return len(await stream_envelopes(link, stream))
+
+                await eventually(lambda: _ge(published, 1), step=0.001)
+                server.proc.kill()
+                server.proc.wait()
+                server = start_nats(tmp_path / "nats", port)
+                await eventually(lambda: _ge(published, total), timeout=30)
+                messages = await stream_envelopes(link, stream)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        stored = {acct: await store.read_stream(acct) for acct in accounts}
+        assert len(messages) == total
+        check_exactly_once_in_order(messages, stored, prefix)
+    finally:
+        server.stop()
+
+
 async def _ge(fn, n: int) -> bool:
     try:
         return await fn() >= n
@@ -199,8 +241,8 @@ async def test_one_leader_relays_and_another_takes_over(db, nats_names):
     url, store = db
     service = AccountService(store)
     async with nats_link(nats_names.url, nats_names.stream, nats_names.prefix) as link:
-        first = Relay(url, link, subject_prefix=nats_names.prefix, poll_interval=0.1)
-        second = Relay(url, link, subject_prefix=nats_names.prefix, poll_interval=0.1)
+        first = Relay(url, nats_names.url, subject_prefix=nats_names.prefix, poll_interval=0.1)
+        second = Relay(url, nats_names.url, subject_prefix=nats_names.prefix, poll_interval=0.1)
         t1 = asyncio.create_task(first.run())
         await eventually(lambda: _true(first.is_leader))
         t2 = asyncio.create_task(second.run())
