@@ -213,6 +213,8 @@ class Relay:
             except Exception as e:  # noqa: BLE001 - the database went away: reconnect
                 log.warning("relay connection lost (%s); reconnecting", e)
             finally:
+                if self.is_leader:
+                    delay = 0.2  # we had been leading: a fresh failure, retry soon
                 self.is_leader = False
                 LEADER.set(0)
                 await self.close_nats()
