@@ -7,10 +7,17 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from account_service.api.deps import AccountId, Claims, IfMatch, Service, actor_email, token_email
-from account_service.api.models import AccountView, ChangePlanRequest, CreateAccountRequest, EventPage, PlanView
+from account_service.api.models import (
+    ERROR_RESPONSES,
+    AccountView,
+    ChangePlanRequest,
+    CreateAccountRequest,
+    EventPage,
+    PlanView,
+)
 from account_service.domain import ChangePlan
 
-router = APIRouter(tags=["accounts"])
+router = APIRouter(tags=["accounts"], responses=ERROR_RESPONSES)
 
 
 def _etag(response: Response, version: int) -> None:

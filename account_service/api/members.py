@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 
 from account_service.api.deps import AccountId, Claims, IfMatch, Service, token_email
 from account_service.api.models import (
+    ERROR_RESPONSES,
     AddMemberRequest,
     ChangeMemberRequest,
     MemberView,
@@ -15,7 +16,7 @@ from account_service.api.models import (
 from account_service.domain import AddMember, ChangeMember, RemoveMember
 from shared.emails import normalize_email
 
-router = APIRouter(tags=["members"])
+router = APIRouter(tags=["members"], responses=ERROR_RESPONSES)
 
 
 def _etag(response: Response, version: int) -> None:

@@ -84,3 +84,22 @@ class VersionView(BaseModel):
 class EventPage(BaseModel):
     events: list[dict]
     next: int | None = Field(description="Pass as `after` for the next page; null at the end.")
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="Machine code, e.g. seat_limit, last_admin, wrong_account.")
+    detail: str | list = Field(description="A human sentence (validation errors: a list).")
+
+
+def _error(description: str) -> dict:
+    return {"model": ErrorBody, "description": description}
+
+
+ERROR_RESPONSES: dict[int | str, dict] = {
+    401: _error("invalid_token: missing, malformed, forged, expired or revoked token"),
+    403: _error("wrong_account (the token is for another account) or forbidden (role or membership)"),
+    404: _error("not_found / not_a_member"),
+    409: _error("seat_limit, already_member, last_admin, company_id_taken, concurrent_modification"),
+    412: _error("precondition_failed: If-Match names another version"),
+    422: _error("validation_error (or unknown_referral_code)"),
+}
