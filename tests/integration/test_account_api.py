@@ -373,3 +373,8 @@ async def test_hostile_inputs_are_4xx_never_500(api):
         r = await api.client.request(method, path, json=body, headers=admin)
         assert 400 <= r.status_code < 500 and r.json()["error"], (method, path, r.status_code, r.text)
     assert await api.event_count() == before
+    r = await api.client.get(f"/accounts/{acct}/events", params={"after": 10**20}, headers=admin)
+    assert r.status_code == 200 and r.json() == {"events": [], "next": None}
+    r = await api.client.put(f"/accounts/{acct}/plan", json={"plan": "solo"},
+                             headers=admin | {"If-Match": '"' + "9" * 40 + '"'})
+    assert_error(r, 412, "precondition_failed")
