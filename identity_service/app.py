@@ -75,7 +75,7 @@ async def maintain(svc: IdentityService, stop: asyncio.Event, every: float = 30.
             await svc.keyring.load()
             rounds += 1
             if rounds % 120 == 1:
-                await svc.store.purge_expired(svc.settings.login_failure_window_seconds)
+                await svc.store.purge_expired(svc.settings.identity_login_failure_window_seconds)
         except Exception as e:  # noqa: BLE001 - the database may be away; next round
             log.warning("maintenance round failed: %s", e)
 

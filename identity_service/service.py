@@ -56,7 +56,7 @@ class IdentityService:
         self.keyring = keyring
         self.waiters = waiters
         self.revocations = revocations
-        self.token_ttl = max(1, min(settings.access_token_ttl_seconds, domain.MAX_ACCESS_TOKEN_TTL))
+        self.token_ttl = max(1, min(settings.identity_access_token_ttl_seconds, domain.MAX_ACCESS_TOKEN_TTL))
         self._background: set[asyncio.Task] = set()
 
     # -- people -------------------------------------------------------------------------
@@ -111,9 +111,9 @@ class IdentityService:
         user = await self.store.user_by_email(email)
         ok, rehash = await passwords.verify_password(user[1] if user else None, password)
         if not ok:
-            retry = await self.store.record_failure(email, max_failures=s.login_max_failures,
-                                                    window=s.login_failure_window_seconds,
-                                                    lockout=s.login_lockout_seconds)
+            retry = await self.store.record_failure(email, max_failures=s.identity_login_max_failures,
+                                                    window=s.identity_login_failure_window_seconds,
+                                                    lockout=s.identity_login_lockout_seconds)
             if retry is not None:
                 raise TooManyRequests(f"too many failed logins for this email; retry in {retry} s",
                                       headers={"Retry-After": str(retry)})
@@ -125,7 +125,7 @@ class IdentityService:
         accounts = domain.menu(await self.store.memberships_of(email))
         grant = domain.landing(accounts, requested=account_id, last_used=last_used)
         token = domain.new_session_token()
-        expires_at = datetime.now(UTC) + timedelta(seconds=s.session_ttl_seconds)
+        expires_at = datetime.now(UTC) + timedelta(seconds=s.identity_session_ttl_seconds)
         session_id = await self.store.create_session(user_id, domain.hash_session_token(token), expires_at,
                                                      grant.account_id)
         principal = Principal(user_id, email, session_id, grant.account_id)
@@ -211,10 +211,10 @@ class IdentityService:
 
     async def wait_for_version(self, account_id: str, version: int) -> None:
         """Until the read model has applied `account_id` up to `version`, at most
-        `switch_wait_seconds`. Woken by this process's projector or by NOTIFY from
+        `identity_switch_wait_seconds`. Woken by this process's projector or by NOTIFY from
         another replica; re-checks the read model at most once a second as a safety net."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.switch_wait_seconds
+        deadline = loop.time() + self.settings.identity_switch_wait_seconds
         while True:
             fut = self.waiters.register(account_id, version)
             try:

@@ -22,14 +22,14 @@ class Settings(CommonSettings):
     # when set, signing keys are stored encrypted (PKCS#8, best available) with it
     identity_key_passphrase: SecretStr | None = None
 
-    access_token_ttl_seconds: int = 300
-    session_ttl_seconds: int = 14 * 24 * 3600
+    identity_access_token_ttl_seconds: int = 300
+    identity_session_ttl_seconds: int = 14 * 24 * 3600
     # login throttling, per normalised email, counted in the database
-    login_max_failures: int = 5
-    login_failure_window_seconds: int = 900
-    login_lockout_seconds: int = 60
+    identity_login_max_failures: int = 5
+    identity_login_failure_window_seconds: int = 900
+    identity_login_lockout_seconds: int = 60
     # how long a switch with `min_version` may wait for the read model
-    switch_wait_seconds: float = 5.0
+    identity_switch_wait_seconds: float = 5.0
 
     @property
     def database_url(self) -> str:

@@ -31,7 +31,7 @@ def email() -> str:
 
 @pytest.fixture
 async def stack(new_database, nats_names):
-    settings = settings_for(new_database("identity"), nats_names, login_max_failures=3)
+    settings = settings_for(new_database("identity"), nats_names, identity_login_max_failures=3)
     async with Publisher(nats_names) as pub, replica(settings) as rep:
         yield rep, pub, settings
 
@@ -84,10 +84,10 @@ async def test_wrong_password_then_throttled_with_retry_after(stack):
     r = await rep.client.post("/sessions", json={"email": "nobody@example.com", "password": "x" * 12})
     assert r.status_code == 401 and r.json()["error"] == "invalid_credentials"
     statuses = []
-    for _ in range(settings.login_max_failures):
+    for _ in range(settings.identity_login_max_failures):
         r = await rep.client.post("/sessions", json={"email": who, "password": "wrong password!"})
         statuses.append(r.status_code)
-    assert statuses[:-1] == [401] * (settings.login_max_failures - 1) and statuses[-1] == 429
+    assert statuses[:-1] == [401] * (settings.identity_login_max_failures - 1) and statuses[-1] == 429
     # even the right password is refused while locked, and another replica agrees (DB-counted)
     async with replica(settings.model_copy(update={"identity_projector": False})) as other:
         r = await other.client.post("/sessions", json={"email": who.upper(), "password": PASSWORD})

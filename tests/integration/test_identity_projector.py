@@ -44,7 +44,7 @@ async def resend(pub: Publisher, *envelopes) -> None:
 
 @pytest.fixture
 async def env(new_database, nats_names):
-    settings = settings_for(new_database("identity"), nats_names, switch_wait_seconds=3.0)
+    settings = settings_for(new_database("identity"), nats_names, identity_switch_wait_seconds=3.0)
     async with Publisher(nats_names) as pub:
         yield settings, pub
 
@@ -133,7 +133,7 @@ async def test_two_replicas_project_one_read_model_correctly(env, exclusive):
 async def test_min_version_waits_across_replicas_and_is_bounded(env):
     settings, pub = env
     who = email()
-    quiet = settings.model_copy(update={"identity_projector": False, "switch_wait_seconds": 0.3})
+    quiet = settings.model_copy(update={"identity_projector": False, "identity_switch_wait_seconds": 0.3})
     async with replica(quiet) as front:
         await front.register(who)
         session = (await front.login(who))["session_token"]
@@ -142,7 +142,7 @@ async def test_min_version_waits_across_replicas_and_is_bounded(env):
         r = await front.switch(session, acct, min_version=version)
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
         assert r.json()["error"] == "not_yet_consistent"
-        front.app.state.identity.settings = front.service.settings.model_copy(update={"switch_wait_seconds": 5.0})
+        front.app.state.identity.settings = front.service.settings.model_copy(update={"identity_switch_wait_seconds": 5.0})
         async with replica(settings) as projector:
             # create-then-switch on the replica that does not project: woken by NOTIFY
             second, v2 = await pub.create_account("Second Ltd", who)
