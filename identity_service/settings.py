@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from shared.settings import PG_DEFAULT, CommonSettings
 
@@ -11,7 +11,7 @@ class Settings(CommonSettings):
     identity_database_url: str = f"{PG_DEFAULT}/multicompte_identity"
     identity_port: int = 8001
     # uvicorn worker processes (each runs the HTTP app and a projector replica)
-    identity_workers: int = 1
+    identity_workers: int = Field(1, ge=1)
     # run the membership projector in this process (a replica may leave it to others)
     identity_projector: bool = True
     # only one projector at a time among workers/replicas (advisory lock, fail-over);
@@ -22,7 +22,7 @@ class Settings(CommonSettings):
     # when set, signing keys are stored encrypted (PKCS#8, best available) with it
     identity_key_passphrase: SecretStr | None = None
 
-    identity_access_token_ttl_seconds: int = 300
+    identity_access_token_ttl_seconds: int = Field(300, ge=1, le=300)  # RFC 9068 tokens, at most 5 min
     identity_session_ttl_seconds: int = 14 * 24 * 3600
     # login throttling, per normalised email, counted in the database
     identity_login_max_failures: int = 5
