@@ -42,8 +42,26 @@ def stack(request, new_database, nats_names):
         yield s
     finally:
         s.stop()
+        asyncio.run(drop_revocation_bucket(nats_names))
         for svc in s.services:  # shown by pytest only when the test failed
             print(f"----- {svc.module} log -----\n{svc.log()}")
+
+
+async def drop_revocation_bucket(names) -> None:
+    import nats
+
+    from shared.revocations import revocation_bucket
+
+    try:
+        nc = await nats.connect(names.url, connect_timeout=2, max_reconnect_attempts=1)
+    except Exception:  # noqa: BLE001
+        return
+    try:
+        await nc.jetstream().delete_key_value(revocation_bucket(names.stream))
+    except Exception:  # noqa: BLE001 - none was made
+        pass
+    finally:
+        await nc.close()
 
 
 def claims_of(token: str) -> dict:

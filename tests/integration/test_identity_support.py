@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from identity_service.app import create_app
 from identity_service.settings import Settings
 from shared.bus import NatsLink, OutgoingMessage, publish_batch
+from shared.revocations import revocation_bucket
 from shared.events import AccountCreated, Envelope, MemberAdded, MemberRemoved, MemberRoleChanged, PlanChanged
 from shared.events import envelope, subject_for
 
@@ -78,6 +79,10 @@ class Publisher:
         return self
 
     async def __aexit__(self, *exc) -> None:
+        try:  # the revocation bucket a logout creates lives beside the test's stream
+            await self.link.js.delete_key_value(revocation_bucket(self.names.stream))
+        except Exception:  # noqa: BLE001 - none was made
+            pass
         await self.link.close()
 
     def next(self, event) -> Envelope:
