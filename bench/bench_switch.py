@@ -18,7 +18,7 @@ then measures with a lean keep-alive HTTP/1.1 client (no httpx overhead):
 Bounded: each phase runs for `--seconds`; everything binds 127.0.0.1 and is
 torn down at the end (database dropped, stream deleted).
 
-    .venv/bin/python bench/bench_switch.py --workers 2 --seconds 5 --concurrency 32
+    .venv/bin/python bench/bench_switch.py --workers 2 --seconds 5 --concurrency 8
 """
 
 from __future__ import annotations
@@ -259,7 +259,7 @@ if __name__ == "__main__":
                                                             "postgresql://postgres@127.0.0.1:5432/postgres"))
     p.add_argument("--nats-url", default=os.environ.get("TEST_NATS_URL", "nats://127.0.0.1:4222"))
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--creates", type=int, default=200)
     p.add_argument("--idle-creates", type=int, default=30,
