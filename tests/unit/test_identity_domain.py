@@ -177,3 +177,22 @@ def test_account_ids_are_canonical_uuids():
     assert domain.canonical_account_id("not-a-uuid") == "not-a-uuid"
     m = Membership(str(u), "Acme", "FR", "user", ())
     assert domain.landing([m], requested=str(u).upper(), last_used=None).account_id == str(u)
+
+
+async def test_version_waiters_wake_exactly_the_satisfied_ones():
+    import asyncio
+
+    from identity_service.projector import VersionWaiters
+
+    w = VersionWaiters()
+    v2, v3, other = w.register("a", 2), w.register("a", 3), w.register("b", 1)
+    w.applied("a", 1)
+    assert not v2.done() and not v3.done()
+    w.applied("a", 2)
+    assert v2.result() == 2 and not v3.done() and not other.done()
+    w.discard("a", v3)
+    w.applied("a", 5)
+    assert not v3.done()  # discarded waiters are forgotten
+    w.wake_all()
+    assert other.done() and other.result() is None  # a re-check, not a version
+    await asyncio.sleep(0)
