@@ -38,11 +38,6 @@ def make_consumer(settings: Settings, pool, link: NatsLink, waiters: VersionWait
     return EventConsumer(
         pool=pool, link=link, stream=settings.nats_stream, subject_prefix=settings.nats_subject_prefix,
         projection=MembershipProjection(), durable=projector.PROJECTION_NAME,
-        # One message per fetch: with nats-py a pull for a batch of N that gets
-        # fewer than N messages after idling may hold them until the pull expires
-        # (~1 s measured), which a create-then-switch would wait for. Applying an
-        # event costs a database transaction anyway, so batching buys little here.
-        batch=1,
         notify_channel=projector.NOTIFY_CHANNEL,
         on_applied=waiters.applied if waiters is not None else None,
     )

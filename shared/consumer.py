@@ -124,6 +124,7 @@ class EventConsumer:
         projection: Projection,
         durable: str | None = None,
         batch: int = 100,
+        fetch_timeout: float = 1.0,
         notify_channel: str | None = None,
         on_applied: Callable[[str, int], None] | None = None,
     ):
@@ -134,6 +135,7 @@ class EventConsumer:
         self.projection = projection
         self.durable = durable or projection.name
         self.batch = batch
+        self.fetch_timeout = fetch_timeout
         self.notify_channel = notify_channel
         self.on_applied = on_applied
         self._labels = (projection.name,)
@@ -262,20 +264,24 @@ class EventConsumer:
         """Consume until `stop` is set. Unacked messages are redelivered later."""
         sub = None
         reclaim = True  # once per run: what a crashed predecessor held comes back now
+        backlog = self.batch  # unknown at start: assume a catch-up
         try:
             while not stop.is_set():
                 try:
                     if sub is None:
                         sub = await self._subscribe(reclaim=reclaim)
                         reclaim = False
+                    # nats-py hands over a pull's messages only when the batch is full
+                    # or the pull expires: catching up, pull what is known to wait;
+                    # idle, pull for one, so a new event is applied the moment it comes.
                     try:
-                        msgs = await sub.fetch(self.batch, timeout=1.0)
+                        msgs = await sub.fetch(min(self.batch, max(backlog, 1)), timeout=self.fetch_timeout)
                     except TimeoutError:
                         continue
                     for msg in msgs:
                         if stop.is_set():
                             break  # left unacked: redelivered to whoever runs next
-                        await self._handle_message(msg)
+                        backlog = await self._handle_message(msg)
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:  # noqa: BLE001 - NATS or the database is away; keep going
@@ -290,14 +296,15 @@ class EventConsumer:
         finally:
             await _unsubscribe(sub)
 
-    async def _handle_message(self, msg) -> None:
+    async def _handle_message(self, msg) -> int:
+        """Apply, then ack (or nak/term) one message; return the messages still pending."""
         try:
             event = Envelope.from_json(msg.data)
         except ValidationError:
             REJECTED.labels(*self._labels).inc()
             log.error("%s: not a valid event on %s; terminated", self.projection.name, msg.subject)
             await msg.term()
-            return
+            return msg.metadata.num_pending
         try:
             outcome = await self.handle(event)
         except Exception:
@@ -307,7 +314,9 @@ class EventConsumer:
             await msg.nak(delay=1.0)  # predecessors not in the stream yet
         else:
             await msg.ack()
-        LAG.labels(*self._labels).set(msg.metadata.num_pending)
+        pending = msg.metadata.num_pending
+        LAG.labels(*self._labels).set(pending)
+        return pending
 
 
 async def _unsubscribe(sub) -> None:

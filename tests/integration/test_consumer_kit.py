@@ -41,11 +41,12 @@ class Kit:
         self.reader = LicenceReader(pool)
 
     @contextlib.asynccontextmanager
-    async def running(self, *, batch: int = 100, url: str | None = None):
+    async def running(self, *, batch: int = 100, url: str | None = None, fetch_timeout: float = 1.0):
         link = NatsLink(url or self.url, "kit-test", stream=self.stream, subjects=[f"{self.prefix}.>"])
         await link.start(wait=5)
         consumer = EventConsumer(pool=self.pool, link=link, stream=self.stream, subject_prefix=self.prefix,
-                                 projection=LicensingProjection(), durable="licensing", batch=batch)
+                                 projection=LicensingProjection(), durable="licensing", batch=batch,
+                                 fetch_timeout=fetch_timeout)
         stop = asyncio.Event()
         task = asyncio.create_task(consumer.run(stop))
         try:
@@ -108,6 +109,21 @@ async def test_catches_up_from_the_start_and_redelivered_duplicates_count_once(k
     for account, history in histories.items():
         own = [(h["type"], h["version"]) for h in history if h["type"] != "ReferralCreditEarned"]
         assert len(own) == len(set(own)), f"an event was applied twice on {account}"
+
+
+async def test_an_event_after_an_idle_spell_is_applied_without_waiting_for_the_pull_to_expire(kit):
+    """A pull for a whole batch that gets one message would hold it until the pull
+    expires; an idle consumer must pull for one and hand it over at once."""
+    story = Story()
+    account = story.create("Acme")
+    await publish(kit.url, kit.stream, kit.prefix, story.envelopes)
+    async with kit.running(batch=100, fetch_timeout=8.0):
+        await wait_until(lambda: caught_up(kit.pool, story), what="catch-up")
+        await asyncio.sleep(0.5)  # idle: the consumer now waits in a long pull
+        story.add_member(account, "late@example.com")
+        await publish(kit.url, kit.stream, kit.prefix, story.envelopes[-1:])
+        # far less than the 8 s pull: the event must not sit in the client until it expires
+        await wait_until(lambda: caught_up(kit.pool, story), timeout=4.0, what="the late event")
 
 
 async def test_events_out_of_order_in_the_stream_are_applied_in_version_order(kit):
