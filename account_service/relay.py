@@ -34,7 +34,9 @@ One replica relays at a time: the leader holds a session-level advisory lock
 on its own connection (if that connection dies, the lock goes with it and
 another replica takes over). The leader LISTENs on the store's channel to wake
 at once after a commit, and also polls every `poll_interval` seconds: a
-notification is only a hint, never the source of truth. When NATS is down,
+notification is only a hint, never the source of truth. Committed events held back
+by an older transaction still running elsewhere on the server are looked at
+again within milliseconds (that transaction's end notifies nobody). When NATS is down,
 writes keep succeeding; the relay retries with back-off and the backlog drains
 when NATS returns.
 """
@@ -190,6 +192,16 @@ class Relay:
         CHECKPOINT.set(last.position)
         return len(batch)
 
+    async def held_back(self, conn: psycopg.AsyncConnection) -> bool:
+        """Are there committed events past the checkpoint that a still-running older
+        transaction (anywhere on the server) keeps from being published yet?"""
+        cp = await self.load_checkpoint(conn)
+        cur = await conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE (xid, position) > (%s::text::xid8, %s))",
+            (str(cp.xid), cp.position),
+        )
+        return (await cur.fetchone())[0]
+
     async def drain(self, conn: psycopg.AsyncConnection) -> int:
         """Publish until nothing committed is left; return the count."""
         total = 0
@@ -232,6 +244,7 @@ class Relay:
         log.info("relay %s is the leader", self.name)
         await conn.execute(f'LISTEN "{self.notify_channel}"')
         backoff = 0.1
+        recheck = 0.002
         while True:
             try:
                 n = await self.run_once(conn)
@@ -246,6 +259,13 @@ class Relay:
                 continue
             if n == self.batch_size:
                 continue  # more is ready
+            if await self.held_back(conn):
+                # The transaction holding them back sends no notification when it
+                # ends (it may not even be ours): look again shortly.
+                await asyncio.sleep(recheck)
+                recheck = min(recheck * 2, 0.1)
+                continue
+            recheck = 0.002
             # Wait for a commit notification, or poll anyway after poll_interval.
             async for _ in conn.notifies(timeout=self.poll_interval, stop_after=1):
                 pass

@@ -271,3 +271,28 @@ async def _true(value) -> bool:
 
 async def _count(link: NatsLink, stream: str) -> int:
     return len(await stream_envelopes(link, stream))
+
+
+async def test_an_event_held_back_by_another_transaction_goes_out_when_it_ends_not_at_the_next_poll(db, nats_names):
+    """The xmin horizon is server-wide: an unrelated write transaction (here one that
+    writes no event, so no NOTIFY follows it) holds a committed event back. The relay
+    must look again shortly, not sleep until its next poll (an hour here)."""
+    url, store = db
+    service = AccountService(store)
+    async with nats_link(nats_names.url, nats_names.stream, nats_names.prefix) as link:
+        relay = Relay(url, nats_names.url, subject_prefix=nats_names.prefix, poll_interval=3600)
+        task = asyncio.create_task(relay.run())
+        try:
+            await eventually(lambda: _true(relay.is_leader))
+            async with await psycopg.AsyncConnection.connect(url) as other:
+                await other.execute("SELECT pg_current_xact_id()")  # an open transaction with an xid
+                await create(service)  # commits, NOTIFYs, but is held back by `other`
+                await asyncio.sleep(0.3)
+                assert await _count(link, nats_names.stream) == 0
+                await other.rollback()
+            await eventually(lambda: _ge(lambda: _count(link, nats_names.stream), 2), timeout=5)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await relay.close()
