@@ -36,12 +36,13 @@ AnyCaller = Annotated[Caller, Depends(caller)]
 
 
 def _printable(value: str) -> str:
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value):
-        raise ValueError("control characters are not allowed")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or 0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise ValueError("control characters and lone surrogates are not allowed")
     return value
 
 
-# text that may reach the database: no control characters (PostgreSQL refuses NUL)
+# text that may reach the database: no control characters (PostgreSQL refuses NUL), and
+# no lone surrogate (a JSON "\ud800" escape: not encodable in UTF-8, so not storable)
 Text = Annotated[str, AfterValidator(_printable)]
 
 
