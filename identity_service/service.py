@@ -30,7 +30,8 @@ class InvalidCredentials(Unauthenticated):
     code = "invalid_credentials"
 
     def __init__(self) -> None:
-        super().__init__("wrong email or password")
+        # a 401 always names its scheme (RFC 9110 §11.6.1); the credentials were not a token
+        super().__init__("wrong email or password", headers={"WWW-Authenticate": 'Bearer realm="multicompte"'})
 
 
 @dataclass(frozen=True, slots=True)
