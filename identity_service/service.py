@@ -175,7 +175,6 @@ class IdentityService:
             "email": principal.email,
             "display_name": profile[1] if profile else None,
             "active_account_id": principal.active_account_id,
-            "session_id": principal.session_id,
             "accounts": await self.accounts(principal),
         }
 
