@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
 from identity_service import domain
 from identity_service.domain import NotAMember
@@ -68,7 +68,8 @@ class LoginIn(BaseModel):
 class SwitchIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
     account_id: Text = Field(min_length=1, max_length=200)
-    min_version: int | None = Field(None, ge=0, le=2**31 - 1)
+    # a JSON integer: true, "3" or 1.0 are not versions (the fast path agrees)
+    min_version: StrictInt | None = Field(None, ge=0, le=2**31 - 1)
 
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
