@@ -148,7 +148,7 @@ async def token_exchange(request: Request, svc: Service) -> JSONResponse:
         return oauth_error("invalid_target", "audience is not an account id")
     min_version = fields.get("min_version")
     if min_version is not None:
-        if not min_version.isdigit() or len(min_version) > 9:
+        if not (min_version.isascii() and min_version.isdigit()) or len(min_version) > 9:  # not "²"
             return oauth_error("invalid_request", "min_version must be a non-negative integer")
         min_version = int(min_version)
     try:

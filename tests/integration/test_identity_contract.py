@@ -124,3 +124,16 @@ async def test_an_enormous_body_is_a_clean_413(stack):
     # a large field inside the limit is still the field's own 422
     r = await rep.client.post("/users", json={"email": email(), "password": "x" * 100_000})
     assert r.status_code == 422 and r.json()["error"] == "validation_error"
+
+
+async def test_exchange_min_version_odd_digits_are_a_400(stack):
+    rep, _, _ = stack
+    who = email()
+    await rep.register(who)
+    access = (await rep.login(who))["access_token"]
+    for odd in ("²", "١", "1e3", "-1", " 1"):
+        r = await rep.client.post("/oauth2/token", data={"grant_type": EXCHANGE, "subject_token": access,
+                                                         "subject_token_type": ACCESS, "audience": str(uuid.uuid4()),
+                                                         "min_version": odd})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_request", (odd, r.status_code, r.text)
+        assert r.headers["cache-control"] == "no-store"
