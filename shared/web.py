@@ -47,9 +47,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = jsonable_encoder(exc.errors(), custom_encoder={Exception: str})
-        for err in errors:
-            err.pop("input", None)  # never echo secrets such as passwords
+        # never echo the input (secrets such as passwords); a body that is not UTF-8 text
+        # (bytes in the error's context) is shown with replacement characters, never a 500
+        errors = [{k: v for k, v in err.items() if k != "input"} for err in exc.errors()]
+        errors = jsonable_encoder(
+            errors, custom_encoder={Exception: str, bytes: lambda raw: raw.decode("utf-8", "replace")}
+        )
         return error_response(422, "validation_error", errors)
 
     @app.exception_handler(StarletteHTTPException)
