@@ -11,6 +11,7 @@ import logging
 import random
 import secrets
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 
 from prometheus_client import Counter
@@ -53,19 +54,27 @@ def parse_account_id(raw: str) -> str:
         raise NotFound("no such account") from None
 
 
-def parse_if_match(raw: str | None) -> int | None:
-    """`If-Match: "<version>"` (a strong or weak ETag, or a bare number) -> version."""
+def parse_if_match(raw: str | None) -> frozenset[int] | None:
+    """`If-Match: "<version>"` -> the versions it accepts (None: no condition).
+
+    Each entity tag may be strong or weak (`W/"4"`) or a bare number, and the header
+    may list several (`"3", "4"`: any of them matches, RFC 9110). `*` is no condition.
+    A header naming no version at all can match nothing: 412."""
     if raw is None:
         return None
-    value = raw.strip()
-    if value == "*":
-        return None
-    if value.startswith("W/"):
-        value = value[2:]
-    value = value.strip('"')
-    if not value.isdigit():
+    versions: set[int] = set()
+    for part in raw.split(","):
+        value = part.strip()
+        if value == "*":
+            return None
+        if value.startswith("W/"):
+            value = value[2:]
+        value = value.strip('"')
+        if value.isascii() and value.isdigit():  # ASCII digits only: "²".isdigit() is True too
+            versions.add(int(value))
+    if not versions:
         raise PreconditionFailed('If-Match must be a quoted stream version such as "3"')
-    return int(value)
+    return frozenset(versions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,16 +132,22 @@ class AccountService:
         raise Conflict("could not allocate a referral code; try again")
 
     async def handle(
-        self, account_id: str, command: domain.Command, *, actor_email: str | None, if_match: int | None = None,
+        self, account_id: str, command: domain.Command, *, actor_email: str | None,
+        if_match: int | Collection[int] | None = None,
     ) -> Outcome:
-        """Run a command on an existing account as an admin, retrying lost races."""
+        """Run a command on an existing account as an admin, retrying lost races.
+
+        `if_match`: the version(s) the account must be at (412 otherwise)."""
+        if isinstance(if_match, int):
+            if_match = frozenset({if_match})
         name = type(command).__name__
         for attempt in range(1, self.max_attempts + 1):
             state = await self.load(account_id)
             domain.authorize(state, actor_email, "admin")
-            if if_match is not None and if_match != state.version:
+            if if_match is not None and state.version not in if_match:
+                wanted = " or ".join(str(v) for v in sorted(if_match))
                 raise PreconditionFailed(
-                    f"the account is at version {state.version}, not {if_match}", code="precondition_failed"
+                    f"the account is at version {state.version}, not {wanted}", code="precondition_failed"
                 )
             events = domain.decide(command, state)
             if not events:

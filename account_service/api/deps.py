@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
@@ -40,9 +41,18 @@ def token_email(claims: AccessClaims) -> str | None:
 
 def account_scope(claims: Claims, account_id: Annotated[str, Path(description="The account id")]) -> str:
     """The path's account id, once the token is scoped to it (403 wrong_account otherwise)."""
-    if not isinstance(claims.acct, str) or claims.acct.strip().lower() != account_id.strip().lower():
+    if not isinstance(claims.acct, str) or same_id(claims.acct) != same_id(account_id):
         raise Forbidden("this token is for another account: switch to this account first", code="wrong_account")
     return parse_account_id(account_id)
+
+
+def same_id(raw: str) -> str:
+    """Account ids are UUIDs: any spelling of one (upper case, braces, no dashes, urn:uuid:)
+    names the same account, as on the identity service. Anything else is compared as given."""
+    try:
+        return str(uuid.UUID(raw.strip()))
+    except ValueError:
+        return raw.strip().lower()
 
 
 AccountId = Annotated[str, Depends(account_scope)]
@@ -50,11 +60,11 @@ AccountId = Annotated[str, Depends(account_scope)]
 
 def if_match_version(
     if_match: Annotated[str | None, Header(description='"<version>": only write if the account is at it')] = None,
-) -> int | None:
+) -> frozenset[int] | None:
     return parse_if_match(if_match)
 
 
-IfMatch = Annotated[int | None, Depends(if_match_version)]
+IfMatch = Annotated[frozenset[int] | None, Depends(if_match_version)]
 
 
 def actor_email(claims: AccessClaims) -> str:

@@ -337,9 +337,11 @@ def test_authorize_against_current_state(account):
 
 def test_if_match_parsing():
     assert parse_if_match(None) is None and parse_if_match("*") is None
-    assert parse_if_match('"3"') == 3 and parse_if_match('W/"4"') == 4 and parse_if_match("5") == 5
-    with pytest.raises(PreconditionFailed):
-        parse_if_match('"abc"')
+    assert parse_if_match('"3"') == {3} and parse_if_match('W/"4"') == {4} and parse_if_match("5") == {5}
+    assert parse_if_match('"3", W/"7" ,"x"') == {3, 7} and parse_if_match('"3", *') is None
+    for bad in ('"abc"', "", '"-1"', '"\xb2"', '"١"', '"２"'):
+        with pytest.raises(PreconditionFailed):
+            parse_if_match(bad)
 
 
 def test_referral_codes_are_normalised():

@@ -1,0 +1,120 @@
+"""Contract audit of the account HTTP API: cases an outside client who knows only
+CONTRACT.md may try (the real app, lifespan included, on real PostgreSQL and NATS)."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import psycopg
+import pytest
+
+from account_service.app import create_app
+from account_service.settings import Settings
+from tests.support.tokens import TestIssuer, bearer
+
+pytestmark = pytest.mark.integration
+
+
+class Api:
+    def __init__(self, client: httpx.AsyncClient, issuer: TestIssuer, db_url: str):
+        self.client, self.issuer, self.db_url = client, issuer, db_url
+
+    def token(self, email: str, acct: str | None = None, **kw) -> dict[str, str]:
+        kw.setdefault("sub", f"user-{email}")
+        return bearer(self.issuer.mint(email=email, acct=acct, **kw))
+
+    async def create(self, email: str = "ann@example.com", **body) -> dict:
+        body = {"name": "Durand BTP", "country": "DE"} | body
+        r = await self.client.post("/accounts", json=body, headers=self.token(email))
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    async def event_count(self) -> int:
+        async with await psycopg.AsyncConnection.connect(self.db_url) as conn:
+            cur = await conn.execute("SELECT count(*) FROM events")
+            return (await cur.fetchone())[0]
+
+
+@pytest.fixture(scope="module")
+async def api(infra, new_database):
+    db_url = new_database("acctcontract")
+    stream, prefix = f"MC_{infra.run_id}_ACCTCONTRACT".upper(), f"mc{infra.run_id}acctcontract"
+    settings = Settings(account_database_url=db_url, nats_url=infra.nats_url, nats_stream=stream,
+                        nats_subject_prefix=prefix, account_relay_poll_seconds=0.2)
+    issuer = TestIssuer(issuer=settings.issuer, audience=settings.token_audience)
+    app = create_app(settings, verifier=issuer.verifier())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://account.test") as client:
+            yield Api(client, issuer, db_url)
+    import nats
+
+    nc = await nats.connect(infra.nats_url)
+    for name in (stream, f"KV_{stream}_REVOKED"):
+        try:
+            await nc.jetstream().delete_stream(name)
+        except Exception:  # noqa: BLE001
+            pass
+    await nc.close()
+
+
+def assert_error(r: httpx.Response, status: int, code: str) -> dict:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["error"] == code and body["detail"], body
+    return body
+
+
+async def test_a_body_that_is_not_utf8_is_422_whatever_its_content_type(api):
+    acct = (await api.create())["account_id"]
+    admin = api.token("ann@example.com", acct)
+    before = await api.event_count()
+    for path in ("/accounts", f"/accounts/{acct}/members"):
+        for content_type in ("text/plain", "application/octet-stream", None, "application/json"):
+            headers = admin | ({"content-type": content_type} if content_type else {})
+            r = await api.client.post(path, content=b"\xff\xfe{\x00", headers=headers)
+            assert_error(r, 422, "validation_error")
+    assert await api.event_count() == before
+
+
+async def test_if_match_with_digits_that_are_not_ascii_is_412_not_500(api):
+    created = await api.create()
+    acct = created["account_id"]
+    admin = api.token("ann@example.com", acct)
+    for value in ('"\xb2"'.encode("latin-1"), "\xb2".encode("latin-1"), '"١"'.encode(), '"２"'.encode()):
+        r = await api.client.put(f"/accounts/{acct}/plan", json={"plan": "business"},
+                                 headers=admin | {"If-Match": value})
+        assert_error(r, 412, "precondition_failed")
+    r = await api.client.get(f"/accounts/{acct}", headers=admin)
+    assert r.json()["plan"] == "team" and r.json()["version"] == created["version"]
+
+
+async def test_if_match_accepts_a_list_of_versions_one_of_which_is_current(api):
+    created = await api.create()
+    acct, version = created["account_id"], created["version"]
+    admin = api.token("ann@example.com", acct)
+    r = await api.client.put(f"/accounts/{acct}/plan", json={"plan": "business"},
+                             headers=admin | {"If-Match": f'"{version + 7}", "{version}"'})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"plan": "business", "version": version + 1}
+    r = await api.client.put(f"/accounts/{acct}/plan", json={"plan": "solo"},
+                             headers=admin | {"If-Match": f'"{version}", "{version + 9}"'})
+    assert_error(r, 412, "precondition_failed")
+
+
+@pytest.mark.parametrize("spelling", [str.upper, lambda a: a.replace("-", ""), lambda a: "{" + a + "}",
+                                      lambda a: "urn:uuid:" + a])
+async def test_any_spelling_of_the_account_uuid_names_the_account(api, spelling):
+    """The identity service takes any spelling of an account's UUID; so does this service."""
+    acct = (await api.create())["account_id"]
+    admin = api.token("ann@example.com", acct)
+    r = await api.client.get(f"/accounts/{spelling(acct)}", headers=admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["account_id"] == acct
+    r = await api.client.post(f"/accounts/{spelling(acct)}/members", json={"email": "b@example.com", "role": "user"},
+                              headers=admin)
+    assert r.status_code == 201, r.text
+    # and a token carrying another spelling of the id (canonical path) is the same account too
+    r = await api.client.get(f"/accounts/{acct}", headers=api.token("ann@example.com", spelling(acct)))
+    assert r.status_code == 200, r.text
