@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -45,11 +46,22 @@ class HistoryEntryOut(BaseModel):
     version: int
 
 
+def canonical_account_id(raw: str) -> str:
+    """Account ids are UUIDs: any spelling of one (upper case, braces, no dashes, urn:uuid:)
+    names the same account, as on the identity and account services. Anything else is kept
+    as given (and names no licence)."""
+    try:
+        return str(uuid.UUID(raw.strip()))
+    except ValueError:
+        return raw
+
+
 async def admin_licence(request: Request, account_id: str) -> Licence:
     """The licence of `account_id`, if the bearer is one of its admins (else 401/403/404)."""
     guard: AccessTokenGuard = request.app.state.guard
     claims = await guard.check(bearer_token(request))
-    if claims.acct != account_id:
+    account_id = canonical_account_id(account_id)
+    if not isinstance(claims.acct, str) or canonical_account_id(claims.acct) != account_id:
         raise Forbidden("this token is for another account: switch to this account first", code="wrong_account")
     reader: LicenceReader = request.app.state.reader
     licence = await reader.licence(account_id)
