@@ -90,6 +90,14 @@ def canonical_account_id(raw: str) -> str:
         return raw
 
 
+def is_account_id(value: str) -> bool:
+    """Whether `value` is the canonical spelling of an account id (a UUID)."""
+    try:
+        return str(uuid.UUID(value)) == value
+    except (ValueError, AttributeError, TypeError):
+        return False
+
+
 def menu(memberships: Sequence[Membership]) -> list[Membership]:
     """The user menu's order: by name (case-insensitive), then id for ties."""
     return sorted(memberships, key=lambda m: (m.name.casefold(), m.name, m.account_id))

@@ -9,12 +9,13 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import jwt
 
 from identity_service import domain, passwords
-from identity_service.domain import Grant, Principal
+from identity_service.domain import Grant, NotAMember, Principal
 from identity_service.keys import KeyRing
 from identity_service.projector import VersionWaiters
 from identity_service.settings import Settings
@@ -24,6 +25,8 @@ from shared.emails import normalize_email
 from shared.errors import InvalidToken, TooManyRequests, Unauthenticated, Unavailable
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class InvalidCredentials(Unauthenticated):
@@ -124,7 +127,20 @@ class IdentityService:
         if rehash:
             await self.store.set_password_hash(user_id, await passwords.hash_password(password))
         accounts = domain.menu(await self.store.memberships_of(email))
-        grant = domain.landing(accounts, requested=account_id, last_used=last_used)
+        try:
+            grant = domain.landing(accounts, requested=account_id, last_used=last_used)
+        except NotAMember:
+            # just added to that account? give the read model a moment (see grant_for)
+            target = domain.canonical_account_id(account_id)
+
+            async def attempt() -> list[domain.Membership] | None:
+                found = domain.menu(await self.store.memberships_of(email))
+                return found if any(m.account_id == target for m in found) else None
+
+            if not domain.is_account_id(target) or (found := await self.within_grace(target, attempt)) is None:
+                raise
+            accounts = found
+            grant = domain.landing(accounts, requested=target, last_used=last_used)
         token = domain.new_session_token()
         expires_at = datetime.now(UTC) + timedelta(seconds=s.identity_session_ttl_seconds)
         session_id = await self.store.create_session(user_id, domain.hash_session_token(token), expires_at,
@@ -204,10 +220,48 @@ class IdentityService:
             ctx = await self.store.switch_context(account_id, min_version=min_version, record=record, **key)
             if ctx is None:
                 raise InvalidToken("unknown, expired or logged-out session")
+        if ctx[2] is None and min_version is None and domain.is_account_id(account_id):
+            # The read model says no, but the client gave no version to wait for: it may have
+            # just created the account, or been added by someone else (who alone knows the
+            # version). Wait, boundedly, for that account's next events before refusing.
+            async def attempt():
+                again = await self.store.switch_context(account_id, min_version=0, record=record, **key)
+                return ("ok", again) if again is None or again[2] is not None else None
+
+            settled = await self.within_grace(account_id, attempt)
+            if settled is not None:
+                ctx = settled[1]
+                if ctx is None:
+                    raise InvalidToken("unknown, expired or logged-out session")
         principal, _, membership, _, _ = ctx
         # the decision; the statement above recorded the switch only in the case it grants
         grant = domain.decide(account_id, membership)
         return self.issue(principal, grant)
+
+    async def within_grace(self, account_id: str, attempt: Callable[[], Awaitable[T | None]]) -> T | None:
+        """Re-run `attempt` each time the read model applies an event of `account_id`, until
+        it returns a value or `identity_switch_grace_seconds` have passed (then None)."""
+        grace = self.settings.identity_switch_grace_seconds
+        if grace <= 0:
+            return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while True:
+            # registered before the attempt, so an event applied meanwhile still wakes us
+            fut = self.waiters.register(account_id, await self.store.applied_version(account_id) + 1)
+            try:
+                result = await attempt()
+                if result is not None:
+                    return result
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                try:  # woken by the projector (or NOTIFY); re-checks now and then as a safety net
+                    await asyncio.wait_for(asyncio.shield(fut), min(remaining, 0.25))
+                except TimeoutError:
+                    pass
+            finally:
+                self.waiters.discard(account_id, fut)
 
     async def wait_for_version(self, account_id: str, version: int) -> None:
         """Until the read model has applied `account_id` up to `version`, at most

@@ -30,6 +30,11 @@ class Settings(CommonSettings):
     identity_login_lockout_seconds: int = 60
     # how long a switch with `min_version` may wait for the read model
     identity_switch_wait_seconds: float = 5.0
+    # without `min_version`, how long a switch (exchange, login into an account) that the
+    # read model would refuse waits for that account's next events before refusing: a
+    # client that just created the account, or a person just added, is not refused because
+    # the projection is a few milliseconds behind (only refusals of account UUIDs wait)
+    identity_switch_grace_seconds: float = Field(2.0, ge=0, le=30)
 
     @property
     def database_url(self) -> str:

@@ -25,6 +25,8 @@ PASSWORD = "correct horse battery"
 
 
 def settings_for(db_url: str, names, **overrides) -> Settings:
+    # a refusal waits this long for the read model (the default is for production clients)
+    overrides.setdefault("identity_switch_grace_seconds", 0.3)
     return Settings(identity_database_url=db_url, nats_url=names.url, nats_stream=names.stream,
                     nats_subject_prefix=names.prefix, identity_url="http://identity.test",
                     **overrides)

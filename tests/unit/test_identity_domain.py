@@ -196,3 +196,11 @@ async def test_version_waiters_wake_exactly_the_satisfied_ones():
     w.wake_all()
     assert other.done() and other.result() is None  # a re-check, not a version
     await asyncio.sleep(0)
+
+
+def test_is_account_id_only_for_canonical_uuids():
+    from identity_service.domain import canonical_account_id, is_account_id
+
+    u = "0b6f5d7e-2a4b-4c1d-9e8f-1a2b3c4d5e6f"
+    assert is_account_id(u) and is_account_id(canonical_account_id(u.upper()))
+    assert not is_account_id(u.upper()) and not is_account_id("zzz") and not is_account_id("")
