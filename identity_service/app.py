@@ -21,6 +21,7 @@ from identity_service import keys, projector
 from identity_service.api import router
 from identity_service.fastpath import SwitchFastPath
 from identity_service.keys import KeyRing
+from identity_service.limits import BodyLimit
 from identity_service.projector import MembershipProjection, VersionWaiters
 from identity_service.service import IdentityService
 from identity_service.settings import Settings
@@ -142,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(router)
     app.add_middleware(SwitchFastPath)  # inside the metrics middleware added below
+    app.add_middleware(BodyLimit)  # outside the fast path: it reads bodies too
 
     async def db_ready() -> bool:
         return await db.ping(app.state.pool)

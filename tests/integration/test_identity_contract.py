@@ -121,6 +121,14 @@ async def test_an_enormous_body_is_a_clean_413(stack):
     r = await rep.client.post("/oauth2/token", content=b"grant_type=" + b"a" * (2 * 1024 * 1024),
                               headers={"content-type": "application/x-www-form-urlencoded"})
     assert r.status_code in (400, 413) and "error" in r.json()
+    async def streamed():  # no Content-Length: counted as it arrives
+        yield b'{"email": "'
+        for _ in range(40):
+            yield b"a" * 65536
+
+    for path in ("/users", "/sessions/current/switch"):
+        r = await rep.client.post(path, content=streamed(), headers={**JSON, **bearer(session)})
+        assert r.status_code == 413 and r.json()["error"] == "payload_too_large", (path, r.status_code)
     # a large field inside the limit is still the field's own 422
     r = await rep.client.post("/users", json={"email": email(), "password": "x" * 100_000})
     assert r.status_code == 422 and r.json()["error"] == "validation_error"
