@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import psycopg
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from nats.js.errors import NotFoundError
 from psycopg_pool import AsyncConnectionPool
 
@@ -21,7 +23,7 @@ from shared.bus import NatsLink
 from shared.consumer import EventConsumer
 from shared.db import ensure_database, migrate, open_pool, ping
 from shared.revocations import RevocationList, revocation_bucket
-from shared.web import add_ops_routes, install_error_handlers
+from shared.web import add_ops_routes, error_response, install_error_handlers
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,11 @@ def create_app(settings: Settings | None = None, *, verifier=None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def _database_away(_request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return error_response(503, "unavailable", "the database is unavailable; retry shortly", {"Retry-After": "1"})
 
     async def db_ok() -> bool:
         return await ping(app.state.runtime.pool)

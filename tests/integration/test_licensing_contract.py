@@ -56,3 +56,19 @@ async def test_any_spelling_of_the_account_uuid_names_the_licence(service, spell
     r = await client.get(f"/licences/{account}", headers=bearer(issuer.token(email="alice@example.com",
                                                                              acct=spelling(account))))
     assert r.status_code == 200, r.text
+
+
+async def test_the_database_away_is_503_unavailable_not_500(service):
+    app, client, issuer, names = service
+    story = Story()
+    account = story.create("Acme", admin="alice@example.com", account_id=str(uuid.uuid4()))
+    await publish(names.url, names.stream, names.prefix, story.envelopes)
+    await wait_until(lambda: caught_up(app.state.runtime.pool, story), what="the consumer to catch up")
+    token = bearer(issuer.token(email="alice@example.com", acct=account))
+    assert (await client.get(f"/licences/{account}", headers=token)).status_code == 200
+    await app.state.runtime.pool.close()
+    for path in (f"/licences/{account}", f"/licences/{account}/history"):
+        r = await client.get(path, headers=token)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"] == "unavailable" and r.json()["detail"]
+    assert (await client.get("/readyz")).status_code == 503
