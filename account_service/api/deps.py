@@ -58,8 +58,12 @@ def same_id(raw: str) -> str:
 AccountId = Annotated[str, Depends(account_scope)]
 
 
+IF_MATCH_HELP = ('"<version>": only write if the account is at it (412 otherwise). Weak (W/"3") and bare (3) '
+                 'forms and lists ("3", "4") are accepted; * is no condition.')
+
+
 def if_match_version(
-    if_match: Annotated[str | None, Header(description='"<version>": only write if the account is at it')] = None,
+    if_match: Annotated[str | None, Header(description=IF_MATCH_HELP)] = None,
 ) -> frozenset[int] | None:
     return parse_if_match(if_match)
 
