@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import psycopg
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from identity_service import keys, projector
@@ -30,9 +31,11 @@ from shared import db
 from shared.bus import NatsLink
 from shared.consumer import EventConsumer
 from shared.revocations import RevocationList, revocation_bucket
-from shared.web import add_ops_routes, error_response, install_error_handlers
+from shared.web import _STATUS_CODES, add_ops_routes, error_response, install_error_handlers
 
 log = logging.getLogger(__name__)
+
+BODY_PARSE_ERROR = "There was an error parsing the body"  # fastapi.routing's detail
 
 
 def make_consumer(settings: Settings, pool, link: NatsLink, waiters: VersionWaiters | None = None) -> EventConsumer:
@@ -140,6 +143,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(psycopg.DataError)
     async def _unstorable(_request, exc: Exception) -> JSONResponse:
         return error_response(422, "validation_error", "the request holds characters we cannot store")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:
+            # FastAPI's answer to a body json.loads cannot read (bad UTF-8, nesting, huge
+            # numbers): the same 422 as any other body that is not a JSON object
+            return error_response(422, "validation_error", "the body is not a JSON object")
+        return error_response(exc.status_code, _STATUS_CODES.get(exc.status_code, "error"), exc.detail,
+                              getattr(exc, "headers", None))
 
     app.include_router(router)
     app.add_middleware(SwitchFastPath)  # inside the metrics middleware added below

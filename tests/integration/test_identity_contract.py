@@ -145,3 +145,15 @@ async def test_exchange_min_version_odd_digits_are_a_400(stack):
                                                          "min_version": odd})
         assert r.status_code == 400 and r.json()["error"] == "invalid_request", (odd, r.status_code, r.text)
         assert r.headers["cache-control"] == "no-store"
+
+
+async def test_any_unparsable_json_body_is_a_422(stack):
+    rep, _, _ = stack
+    who = email()
+    await rep.register(who)
+    session = (await rep.login(who))["session_token"]
+    for raw in (b"\xff\xfe not utf-8", b"[" * 100_000 + b"]" * 100_000, b'{"email": ' + b"9" * 5000 + b"}",
+                b"{not json", b"", b"null"):
+        for path, headers in (("/users", JSON), ("/sessions", JSON), ("/sessions/current/switch", {**JSON, **bearer(session)})):
+            r = await rep.client.post(path, content=raw, headers=headers)
+            assert r.status_code == 422 and r.json()["error"] == "validation_error", (path, raw[:20], r.status_code, r.text)
