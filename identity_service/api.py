@@ -121,12 +121,50 @@ def oauth_error(error: str, description: str, status: int = 400, headers: dict |
                         status_code=status, headers={**NO_STORE, **(headers or {})})
 
 
-@router.post("/oauth2/token", tags=["oauth"], summary="RFC 8693 token exchange")
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+NOT_A_FORM = "the body must be application/x-www-form-urlencoded (RFC 6749 section 3.2)"
+
+_OAUTH_ERROR = {"type": "object", "required": ["error", "error_description"], "properties": {
+    "error": {"type": "string", "enum": ["invalid_request", "unsupported_grant_type", "invalid_target",
+                                         "temporarily_unavailable"]},
+    "error_description": {"type": "string"}, "detail": {"type": "string"}}}
+TOKEN_ENDPOINT_DOC = {
+    "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+        "type": "object",
+        "required": ["grant_type", "subject_token", "subject_token_type", "audience"],
+        "properties": {
+            "grant_type": {"type": "string", "enum": [GRANT_TOKEN_EXCHANGE]},
+            "subject_token": {"type": "string", "description": "an access token of this issuer"},
+            "subject_token_type": {"type": "string", "enum": [TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT]},
+            "audience": {"type": "string", "description": "the account id the new token is for"},
+            "requested_token_type": {"type": "string", "enum": [TOKEN_TYPE_ACCESS]},
+            "min_version": {"type": "integer", "minimum": 0,
+                            "description": "wait until the account's events are applied up to this version"},
+        }}}}},
+    "responses": {
+        "200": {"description": "the new access token", "content": {"application/json": {"schema": {
+            "type": "object", "required": ["access_token", "issued_token_type", "token_type", "expires_in"],
+            "properties": {"access_token": {"type": "string"},
+                           "issued_token_type": {"type": "string", "enum": [TOKEN_TYPE_ACCESS]},
+                           "token_type": {"type": "string", "enum": ["Bearer"]},
+                           "expires_in": {"type": "integer"}}}}}},
+        "400": {"description": "RFC 6749 / RFC 8693 error",
+                "content": {"application/json": {"schema": _OAUTH_ERROR}}},
+        "503": {"description": "the read model is not yet at min_version",
+                "content": {"application/json": {"schema": _OAUTH_ERROR}}},
+    },
+}
+
+
+@router.post("/oauth2/token", tags=["oauth"], summary="RFC 8693 token exchange", openapi_extra=TOKEN_ENDPOINT_DOC)
 async def token_exchange(request: Request, svc: Service) -> JSONResponse:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in FORM_TYPES:
+        return oauth_error("invalid_request", NOT_A_FORM)
     try:
         form = await request.form()
     except Exception:  # noqa: BLE001 - not a form at all
-        return oauth_error("invalid_request", "the body must be application/x-www-form-urlencoded")
+        return oauth_error("invalid_request", NOT_A_FORM)
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
     grant_type = fields.get("grant_type")
     if not grant_type:

@@ -157,3 +157,22 @@ async def test_any_unparsable_json_body_is_a_422(stack):
         for path, headers in (("/users", JSON), ("/sessions", JSON), ("/sessions/current/switch", {**JSON, **bearer(session)})):
             r = await rep.client.post(path, content=raw, headers=headers)
             assert r.status_code == 422 and r.json()["error"] == "validation_error", (path, raw[:20], r.status_code, r.text)
+
+
+async def test_token_endpoint_is_form_only_and_documented_as_such(stack):
+    rep, _, _ = stack
+    who = email()
+    await rep.register(who)
+    access = (await rep.login(who))["access_token"]
+    form = {"grant_type": EXCHANGE, "subject_token": access, "subject_token_type": ACCESS,
+            "audience": str(uuid.uuid4())}
+    for kw in ({"json": form}, {"content": b"", "headers": {"content-type": "text/plain"}}, {}):
+        r = await rep.client.post("/oauth2/token", **kw)
+        assert r.status_code == 400 and r.headers["cache-control"] == "no-store"
+        body = r.json()
+        assert body["error"] == "invalid_request" and "x-www-form-urlencoded" in body["error_description"], body
+    doc = (await rep.client.get("/openapi.json")).json()
+    op = doc["paths"]["/oauth2/token"]["post"]
+    schema = op["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
+    assert {"grant_type", "subject_token", "subject_token_type", "audience"} <= set(schema["required"])
+    assert {"200", "400"} <= set(op["responses"])
