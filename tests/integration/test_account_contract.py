@@ -118,3 +118,16 @@ async def test_any_spelling_of_the_account_uuid_names_the_account(api, spelling)
     # and a token carrying another spelling of the id (canonical path) is the same account too
     r = await api.client.get(f"/accounts/{acct}", headers=api.token("ann@example.com", spelling(acct)))
     assert r.status_code == 200, r.text
+
+
+async def test_a_json_body_that_cannot_be_parsed_at_all_is_422_like_the_identity_service(api):
+    """Deep nesting or a number too long for Python's int are what FastAPI answers with a bare 400;
+    the identity service (and every other unreadable body here) says 422 validation_error."""
+    acct = (await api.create())["account_id"]
+    admin = api.token("ann@example.com", acct) | {"content-type": "application/json"}
+    before = await api.event_count()
+    for path in ("/accounts", f"/accounts/{acct}/members"):
+        for body in ("[" * 100_000 + "]" * 100_000, '{"name": ' + "9" * 5000 + ', "country": "DE"}'):
+            r = await api.client.post(path, content=body.encode(), headers=admin)
+            assert_error(r, 422, "validation_error")
+    assert await api.event_count() == before
