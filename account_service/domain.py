@@ -17,6 +17,7 @@ Choices where the contract is silent:
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -115,9 +116,17 @@ def check_name(raw: object) -> str:
     name = raw.strip()
     if not 1 <= len(name) <= NAME_MAX:
         raise InvalidInput(f"name must be 1 to {NAME_MAX} characters after trimming")
-    if not name.isprintable():
+    if not all(_printable(c) for c in name):
         raise InvalidInput("name must contain printable characters only (no control characters or line breaks)")
     return name
+
+
+def _printable(c: str) -> bool:
+    """Printable as a person means it: letters, marks, digits, punctuation, symbols and
+    spaces, no-break spaces included (French typography puts them before « : » and
+    inside « Durand & Fils »); never controls, format characters, line or paragraph
+    separators, surrogates or unassigned code points."""
+    return c.isprintable() or unicodedata.category(c) == "Zs"
 
 
 def check_country(raw: object) -> str:

@@ -349,3 +349,14 @@ def test_referral_codes_are_normalised():
     for bad in (12, "", "   ", "AB\x00CD", "ÉCOLE", "x" * 65, "a.b"):
         with pytest.raises(InvalidInput):
             normalize_referral_code(bad)
+
+
+@pytest.mark.parametrize("name", ["Durand\u00a0& Fils", "SARL\u202fMartin", "Société Générale"])
+def test_names_with_no_break_spaces_and_accents_are_printable(name):
+    assert domain.check_name(f"  {name} ") == name
+
+
+@pytest.mark.parametrize("name", ["a\u2028b", "a\u200bb", "a\x00b", "a\tb", "a\ud800b"])
+def test_names_with_separators_format_or_control_characters_are_refused(name):
+    with pytest.raises(InvalidInput):
+        domain.check_name(name)
