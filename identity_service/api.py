@@ -181,7 +181,8 @@ async def token_exchange(request: Request, svc: Service) -> JSONResponse:
         return oauth_error("invalid_request", f"requested_token_type can only be {TOKEN_TYPE_ACCESS}")
     audience = fields.get("audience") or fields.get("resource")
     if not audience:
-        return oauth_error("invalid_target", "audience (the account id) is required")
+        # a missing required parameter (RFC 6749 section 5.2); invalid_target is for an audience we refuse
+        return oauth_error("invalid_request", "audience (the account id) is required")
     if len(audience) > 200 or any(ord(c) < 0x20 for c in audience):
         return oauth_error("invalid_target", "audience is not an account id")
     min_version = fields.get("min_version")

@@ -176,3 +176,16 @@ async def test_token_endpoint_is_form_only_and_documented_as_such(stack):
     schema = op["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
     assert {"grant_type", "subject_token", "subject_token_type", "audience"} <= set(schema["required"])
     assert {"200", "400"} <= set(op["responses"])
+
+
+async def test_token_exchange_missing_parameters_are_invalid_request(stack):
+    rep, _, _ = stack
+    who = email()
+    await rep.register(who)
+    access = (await rep.login(who))["access_token"]
+    form = {"grant_type": EXCHANGE, "subject_token": access, "subject_token_type": ACCESS,
+            "audience": str(uuid.uuid4())}
+    for missing in form:
+        r = await rep.client.post("/oauth2/token", data={k: v for k, v in form.items() if k != missing})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_request", (missing, r.text)
+        assert set(r.json()) >= {"error", "error_description"}
