@@ -72,38 +72,102 @@ class SwitchIn(BaseModel):
     min_version: StrictInt | None = Field(None, ge=0, le=2**31 - 1)
 
 
+class MenuItem(BaseModel):
+    account_id: str
+    name: str
+    country: str
+    role: str
+    rights: list[str]
+
+
+class SessionOut(BaseModel):
+    session_token: str = Field(description="Opaque; send it as `Authorization: Bearer` to switch and log out.")
+    user_id: str
+    expires_at: str = Field(description="RFC 3339, UTC")
+    accounts: list[MenuItem]
+    active_account_id: str | None
+    access_token: str = Field(description="JWT (RFC 9068) for `active_account_id`, no `acct` when null")
+    token_type: str = "Bearer"
+    expires_in: int
+
+
+class MeOut(BaseModel):
+    user_id: str
+    email: str
+    display_name: str | None
+    active_account_id: str | None
+    accounts: list[MenuItem]
+
+
+class SwitchedAccount(BaseModel):
+    account_id: str
+    name: str
+    role: str
+    rights: list[str]
+
+
+class SwitchOut(BaseModel):
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+    account: SwitchedAccount
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="Machine code, e.g. invalid_token, not_a_member, too_many_attempts.")
+    detail: str | list = Field(description="A human sentence (validation errors: a list).")
+
+
+def _errors(**codes: str) -> dict[int | str, dict]:
+    return {int(status[1:]): {"model": ErrorBody, "description": text} for status, text in codes.items()}
+
+
+_INVALID_TOKEN = "invalid_token: missing, malformed, expired or revoked token (with WWW-Authenticate: Bearer)"
+_VALIDATION = "validation_error"
+
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-@router.post("/users", status_code=201, response_model=UserOut, tags=["people"], summary="Register")
+@router.post("/users", status_code=201, response_model=UserOut, tags=["people"], summary="Register",
+             responses=_errors(e409="email_taken", e422=_VALIDATION, e413="payload_too_large"))
 async def register(body: RegisterIn, svc: Service) -> dict[str, str]:
     name = body.display_name.strip() if body.display_name else None
     return await svc.register(body.email, body.password, name or None)
 
 
-@router.post("/sessions", status_code=201, tags=["sessions"], summary="Log in")
+@router.post("/sessions", status_code=201, tags=["sessions"], summary="Log in",
+             responses={201: {"model": SessionOut, "description": "Logged in"}, **_errors(
+                 e401="invalid_credentials", e403="not_a_member (account_id given)", e422=_VALIDATION,
+                 e429="too_many_attempts (with Retry-After)")})
 async def login(body: LoginIn, svc: Service) -> JSONResponse:
     out = await svc.login(body.email, body.password, body.account_id)
     return JSONResponse(out, status_code=201, headers=NO_STORE)
 
 
-@router.delete("/sessions/current", status_code=204, tags=["sessions"], summary="Log out")
+@router.delete("/sessions/current", status_code=204, tags=["sessions"], summary="Log out",
+               responses=_errors(e401=_INVALID_TOKEN))
 async def logout(who: AnyCaller, svc: Service) -> Response:
     await svc.logout(who)
     return Response(status_code=204)
 
 
-@router.get("/me", tags=["people"], summary="Who am I, and my accounts")
+@router.get("/me", tags=["people"], summary="Who am I, and my accounts",
+            responses={200: {"model": MeOut, "description": "The caller"}, **_errors(e401=_INVALID_TOKEN)})
 async def me(who: AnyCaller, svc: Service) -> dict[str, Any]:
     return await svc.me(who.principal)
 
 
-@router.get("/me/accounts", tags=["people"], summary="The user menu: my accounts, by name")
+@router.get("/me/accounts", tags=["people"], summary="The user menu: my accounts, by name",
+            responses={200: {"model": list[MenuItem], "description": "Sorted by name"},
+                       **_errors(e401=_INVALID_TOKEN)})
 async def my_accounts(who: AnyCaller, svc: Service) -> list[dict[str, Any]]:
     return await svc.accounts(who.principal)
 
 
-@router.post("/sessions/current/switch", tags=["sessions"], summary="Switch to another account")
+@router.post("/sessions/current/switch", tags=["sessions"], summary="Switch to another account",
+             responses={200: {"model": SwitchOut, "description": "A token for the account"}, **_errors(
+                 e401=_INVALID_TOKEN + "; an access token is not a session token", e403="not_a_member",
+                 e422=_VALIDATION, e503="not_yet_consistent: min_version not reached in time (Retry-After)")})
 async def switch(body: SwitchIn, request: Request, svc: Service) -> JSONResponse:
     token = bearer_token(request)
     if domain.looks_like_jwt(token):

@@ -189,3 +189,23 @@ async def test_token_exchange_missing_parameters_are_invalid_request(stack):
         r = await rep.client.post("/oauth2/token", data={k: v for k, v in form.items() if k != missing})
         assert r.status_code == 400 and r.json()["error"] == "invalid_request", (missing, r.text)
         assert set(r.json()) >= {"error", "error_description"}
+
+
+async def test_openapi_documents_the_contract_responses(stack):
+    rep, _, _ = stack
+    paths = (await rep.client.get("/openapi.json")).json()["paths"]
+    expected = {
+        ("/users", "post"): {"201", "409", "422"},
+        ("/sessions", "post"): {"201", "401", "403", "422", "429"},
+        ("/sessions/current", "delete"): {"204", "401"},
+        ("/me", "get"): {"200", "401"},
+        ("/me/accounts", "get"): {"200", "401"},
+        ("/sessions/current/switch", "post"): {"200", "401", "403", "422", "503"},
+    }
+    for (path, method), codes in expected.items():
+        responses = paths[path][method]["responses"]
+        assert codes <= set(responses), (path, sorted(responses))
+    login = paths["/sessions"]["post"]["responses"]["201"]["content"]["application/json"]["schema"]
+    assert login.get("$ref") or login.get("properties")
+    switch = paths["/sessions/current/switch"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert switch.get("$ref") or switch.get("properties")
