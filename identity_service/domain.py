@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -98,9 +99,20 @@ def is_account_id(value: str) -> bool:
         return False
 
 
+_LIGATURES = str.maketrans({"œ": "oe", "æ": "ae", "ø": "o", "đ": "d", "ł": "l"})
+
+
+def collation_key(name: str) -> str:
+    """A name as a reader looks it up: case and accents ignored ("Éclair" with the e's,
+    "Œuvre" as "oeuvre")."""
+    folded = unicodedata.normalize("NFKD", name.casefold()).translate(_LIGATURES)
+    return "".join(c for c in folded if not unicodedata.combining(c))
+
+
 def menu(memberships: Sequence[Membership]) -> list[Membership]:
-    """The user menu's order: by name (case-insensitive), then id for ties."""
-    return sorted(memberships, key=lambda m: (m.name.casefold(), m.name, m.account_id))
+    """The user menu's order: by name as a reader looks it up (case and accents ignored),
+    then case-insensitively, then exactly, then id for ties."""
+    return sorted(memberships, key=lambda m: (collation_key(m.name), m.name.casefold(), m.name, m.account_id))
 
 
 def decide(account_id: str, membership: Membership | None) -> Grant:

@@ -34,6 +34,13 @@ def test_menu_is_sorted_by_name_case_insensitively():
     assert [m.name for m in domain.menu([ZETA, ALPHA, BETA])] == ["alpha BTP", "Beta", "Zeta SARL"]
 
 
+def test_menu_sorts_accented_names_where_a_reader_looks_for_them():
+    names = ["Zinc Couverture", "Éclair Élec", "ecole BTP", "Bâti Plus", "Eclair Elec", "Œuvre SAS", "Oasis"]
+    menu = domain.menu([Membership(f"id{i}", n, "FR", "user", ()) for i, n in enumerate(names)])
+    assert [m.name for m in menu] == ["Bâti Plus", "Eclair Elec", "Éclair Élec", "ecole BTP", "Oasis",
+                                      "Œuvre SAS", "Zinc Couverture"]
+
+
 @pytest.mark.parametrize("requested,last,expected", [
     ("z1", "a1", "z1"),      # the account asked for wins
     (None, "z1", "z1"),      # else the last used
