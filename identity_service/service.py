@@ -257,7 +257,7 @@ class IdentityService:
                 if remaining <= 0:
                     return None
                 try:  # woken by the projector (or NOTIFY); re-checks now and then as a safety net
-                    await asyncio.wait_for(asyncio.shield(fut), min(remaining, 0.25))
+                    await asyncio.wait_for(asyncio.shield(fut), min(remaining, 1.0))
                 except TimeoutError:
                     pass
             finally:

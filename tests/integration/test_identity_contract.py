@@ -209,3 +209,17 @@ async def test_openapi_documents_the_contract_responses(stack):
     assert login.get("$ref") or login.get("properties")
     switch = paths["/sessions/current/switch"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert switch.get("$ref") or switch.get("properties")
+
+
+async def test_the_grace_wait_is_woken_by_another_replica(stack):
+    """The replica answering may not run the projector: it learns of the new events by NOTIFY."""
+    rep, pub, settings = stack
+    who = email()
+    await rep.register(who)
+    async with replica(settings.model_copy(update={"identity_projector": False,
+                                                   "identity_switch_grace_seconds": 5.0})) as other:
+        session = (await other.login(who))["session_token"]
+        created, _ = await pub.create_account("Elsewhere SA", who)
+        r = await other.switch(session, created)
+        assert r.status_code == 200, r.text
+        assert other.service.waiters.notifications > 0
