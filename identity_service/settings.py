@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from shared.settings import PG_DEFAULT, CommonSettings
 
@@ -35,6 +35,17 @@ class Settings(CommonSettings):
     # client that just created the account, or a person just added, is not refused because
     # the projection is a few milliseconds behind (only refusals of account UUIDs wait)
     identity_switch_grace_seconds: float = Field(2.0, ge=0, le=30)
+
+    @model_validator(mode="after")
+    def _issuer_where_we_listen(self) -> Settings:
+        """Without IDENTITY_URL, the tokens' `iss` and the discovery document's URLs name
+        this process (IDENTITY_PORT), as `python -m deploy.dev` does for the other services;
+        the common default would point at port 8001 whatever port we serve on."""
+        if "identity_url" not in self.model_fields_set:
+            host = self.host if self.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+            host = f"[{host}]" if ":" in host else host
+            self.identity_url = f"http://{host}:{self.identity_port}"
+        return self
 
     @property
     def database_url(self) -> str:

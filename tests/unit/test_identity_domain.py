@@ -211,3 +211,19 @@ def test_is_account_id_only_for_canonical_uuids():
     u = "0b6f5d7e-2a4b-4c1d-9e8f-1a2b3c4d5e6f"
     assert is_account_id(u) and is_account_id(canonical_account_id(u.upper()))
     assert not is_account_id(u.upper()) and not is_account_id("zzz") and not is_account_id("")
+
+
+def test_the_issuer_is_where_the_service_listens_unless_identity_url_says_otherwise(monkeypatch):
+    from identity_service.settings import Settings
+
+    monkeypatch.delenv("IDENTITY_URL", raising=False)
+    monkeypatch.setenv("IDENTITY_PORT", "18555")
+    assert Settings().issuer == "http://127.0.0.1:18555"
+    monkeypatch.setenv("HOST", "0.0.0.0")
+    assert Settings().issuer == "http://127.0.0.1:18555"
+    monkeypatch.setenv("IDENTITY_URL", "https://id.example.com/")
+    assert Settings().issuer == "https://id.example.com"
+    monkeypatch.delenv("IDENTITY_URL")
+    monkeypatch.delenv("IDENTITY_PORT")
+    monkeypatch.delenv("HOST")
+    assert Settings().issuer == "http://127.0.0.1:8001"
