@@ -104,10 +104,14 @@ class NatsLink:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
         if self.nc is not None and not self.nc.is_closed:
+            # Flush, then close. Not drain(): every publish of ours is awaited for its
+            # ack already, and drain() waits on each subscription's pending queue, which
+            # a pull subscription's late status message can keep non-empty for good.
             try:
-                await asyncio.wait_for(self.nc.drain(), 5)
+                await self.nc.flush(timeout=2)
             except Exception:  # noqa: BLE001 - closing anyway
-                await self.nc.close()
+                pass
+            await self.nc.close()
 
 
 async def ensure_stream(js: JetStreamContext, stream: str, subjects: Sequence[str]) -> None:

@@ -11,6 +11,7 @@ it. A verifier that starts later reads the bucket's current content first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -36,6 +37,8 @@ class RevocationList:
         self._revoked: dict[str, float] = {}
         self._ready = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._watcher = None
+        self._stopping = False
 
     async def _kv(self):
         js = await self.link.wait_connected()
@@ -54,10 +57,10 @@ class RevocationList:
         await asyncio.wait_for(self._ready.wait(), timeout)
 
     async def _watch_forever(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 kv = await self._kv()
-                watcher = await kv.watchall()
+                self._watcher = watcher = await kv.watchall()
                 async for entry in watcher:
                     if entry is None:  # the bucket's current content has been read
                         self._ready.set()
@@ -99,6 +102,12 @@ class RevocationList:
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop watching; never waits longer than `timeout` (the watch task is
         cancelled again until it ends, in case a library swallowed a cancellation)."""
+        self._stopping = True
+        if self._watcher is not None:
+            # unsubscribe first: a subscription left open makes the connection's
+            # drain() wait for it at shutdown
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._watcher.stop(), 1.0)
         if self._task:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
