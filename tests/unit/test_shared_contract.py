@@ -157,3 +157,15 @@ async def test_unknown_kid_is_401_not_503_when_the_issuer_is_away_but_keys_are_c
                         client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
     with pytest.raises(Unavailable):
         await cold.verify(good)
+
+
+def test_identity_port_alone_tells_every_service_where_identity_is(monkeypatch):
+    from account_service.settings import Settings as AccountSettings
+    from licensing_consumer.settings import Settings as LicensingSettings
+
+    monkeypatch.setenv("IDENTITY_PORT", "9101")
+    monkeypatch.delenv("IDENTITY_URL", raising=False)
+    for settings in (AccountSettings(), LicensingSettings()):
+        assert settings.jwks_url == "http://127.0.0.1:9101/.well-known/jwks.json"
+    monkeypatch.setenv("IDENTITY_URL", "https://id.example.com/")
+    assert AccountSettings().issuer == "https://id.example.com"
