@@ -26,8 +26,8 @@ from tests.support.licensing_events import (
     caught_up,
     publish,
     random_story,
-    wait_until,
 )
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,7 +102,7 @@ async def test_catches_up_from_the_start_and_redelivered_duplicates_count_once(k
     again = story.envelopes[::3]
     await publish(kit.url, kit.stream, kit.prefix, again, msg_ids=[f"{e.id}-retry" for e in again])
     async with kit.running():
-        await wait_until(lambda: caught_up(kit.pool, story), what="catch-up")
+        await eventually(lambda: caught_up(kit.pool, story), what="catch-up")
         await asyncio.sleep(0.3)  # let the duplicates at the end be consumed too
     views, histories = await kit.snapshot()
     assert views == story.expected()
@@ -118,12 +118,12 @@ async def test_an_event_after_an_idle_spell_is_applied_without_waiting_for_the_p
     account = story.create("Acme")
     await publish(kit.url, kit.stream, kit.prefix, story.envelopes)
     async with kit.running(batch=100, fetch_timeout=8.0):
-        await wait_until(lambda: caught_up(kit.pool, story), what="catch-up")
+        await eventually(lambda: caught_up(kit.pool, story), what="catch-up")
         await asyncio.sleep(0.5)  # idle: the consumer now waits in a long pull
         story.add_member(account, "late@example.com")
         await publish(kit.url, kit.stream, kit.prefix, story.envelopes[-1:])
         # far less than the 8 s pull: the event must not sit in the client until it expires
-        await wait_until(lambda: caught_up(kit.pool, story), timeout=4.0, what="the late event")
+        await eventually(lambda: caught_up(kit.pool, story), timeout=4.0, what="the late event")
 
 
 async def test_events_out_of_order_in_the_stream_are_applied_in_version_order(kit):
@@ -134,7 +134,7 @@ async def test_events_out_of_order_in_the_stream_are_applied_in_version_order(ki
     shuffled = [story.envelopes[i] for i in (0, 1, 3, 2, 5, 4)]  # v1 v2 v4 v3 v6 v5
     await publish(kit.url, kit.stream, kit.prefix, shuffled)
     async with kit.running():
-        await wait_until(lambda: caught_up(kit.pool, story), what="catch-up")
+        await eventually(lambda: caught_up(kit.pool, story), what="catch-up")
     views, histories = await kit.snapshot()
     assert views == story.expected()
     assert [h["version"] for h in histories[account]] == [1, 2, 3, 4, 5, 6]
@@ -148,11 +148,11 @@ async def test_a_gap_waits_for_the_missing_event_then_heals(kit):
     first, second, third, fourth = story.envelopes
     await publish(kit.url, kit.stream, kit.prefix, [first, second, fourth])  # v3 missing
     async with kit.running():
-        await wait_until(lambda: applied_versions(kit.pool), what="the first events")
+        await eventually(lambda: applied_versions(kit.pool), what="the first events")
         await asyncio.sleep(0.5)
         assert await applied_versions(kit.pool) == {account: 2}  # v4 is not applied over the gap
         await publish(kit.url, kit.stream, kit.prefix, [third])
-        await wait_until(lambda: caught_up(kit.pool, story), what="the gap to heal")
+        await eventually(lambda: caught_up(kit.pool, story), what="the gap to heal")
     assert (await kit.snapshot())[0] == story.expected()
 
 
@@ -160,7 +160,7 @@ async def test_rebuild_from_scratch_equals_the_incremental_result(kit):
     story = random_story(400, n_accounts=12, seed=11)
     await publish(kit.url, kit.stream, kit.prefix, story.envelopes)
     async with kit.running() as consumer:
-        await wait_until(lambda: caught_up(kit.pool, story), what="catch-up")
+        await eventually(lambda: caught_up(kit.pool, story), what="catch-up")
         incremental = await kit.snapshot()
         assert incremental[0] == story.expected()
         applied = await consumer.rebuild()
@@ -173,7 +173,7 @@ async def test_two_replicas_sharing_the_database_and_the_durable_stay_exact(kit)
     story = random_story(600, n_accounts=8, seed=13)
     await publish(kit.url, kit.stream, kit.prefix, story.envelopes)
     async with kit.running(batch=10), kit.running(batch=10):
-        await wait_until(lambda: caught_up(kit.pool, story), timeout=30, what="catch-up by two replicas")
+        await eventually(lambda: caught_up(kit.pool, story), timeout=30, what="catch-up by two replicas")
     views, histories = await kit.snapshot()
     assert views == story.expected()
     for history in histories.values():
@@ -189,7 +189,7 @@ async def test_messages_a_dead_consumer_held_come_back_at_once(kit):
     story.add_member(account, "bob@example.com")
     await publish(kit.url, kit.stream, kit.prefix, story.envelopes[:1])
     async with kit.running():  # creates the durable, applies v1
-        await wait_until(lambda: applied_versions(kit.pool), what="v1")
+        await eventually(lambda: applied_versions(kit.pool), what="v1")
     await publish(kit.url, kit.stream, kit.prefix, story.envelopes[1:])
     # a consumer that dies holding the account's last events (fetched, never acked)
     nc = await nats.connect(kit.url)
@@ -197,7 +197,7 @@ async def test_messages_a_dead_consumer_held_come_back_at_once(kit):
     assert len(await held.fetch(10, timeout=2)) == 2
     await nc.close()
     async with kit.running():
-        await wait_until(lambda: caught_up(kit.pool, story), timeout=10, what="the held events")
+        await eventually(lambda: caught_up(kit.pool, story), timeout=10, what="the held events")
     assert (await kit.snapshot())[0] == story.expected()
 
 
@@ -209,12 +209,12 @@ async def test_resumes_exactly_after_a_nats_outage(kit, tmp_path):
         half = len(story.envelopes) // 2
         await publish(server.url, kit.stream, kit.prefix, story.envelopes[:half])
         async with kit.running(batch=20, url=server.url):
-            await wait_until(lambda: applied_versions(kit.pool), what="some progress")
+            await eventually(lambda: applied_versions(kit.pool), what="some progress")
             server.stop()  # NATS goes away mid-stream
             await asyncio.sleep(1.5)
             server = start_nats(tmp_path / "nats", port)  # back, same store: stream and durable kept
             await publish(server.url, kit.stream, kit.prefix, story.envelopes[half:])
-            await wait_until(lambda: caught_up(kit.pool, story), timeout=30, what="catch-up after the outage")
+            await eventually(lambda: caught_up(kit.pool, story), timeout=30, what="catch-up after the outage")
         assert (await kit.snapshot())[0] == story.expected()
     finally:
         server.stop()
@@ -239,14 +239,14 @@ async def test_kill_9_mid_stream_then_restart_gives_exact_licences(kit, new_data
             if proc.poll() is not None:
                 raise AssertionError(proc.stderr.read().decode())
             return sum((await applied_versions(proc_kit.pool)).values()) >= 400
-        await wait_until(midway, timeout=20, what="the consumer to be mid-stream")
+        await eventually(midway, timeout=20, what="the consumer to be mid-stream")
         proc.send_signal(signal.SIGKILL)
         proc.wait(5)
         done = sum((await applied_versions(proc_kit.pool)).values())
         assert done < len(story.envelopes), "killed too late to prove anything"
 
         proc = _consumer_process(env)
-        await wait_until(lambda: caught_up(proc_kit.pool, story), timeout=25, what="catch-up after kill -9")
+        await eventually(lambda: caught_up(proc_kit.pool, story), timeout=25, what="catch-up after kill -9")
         assert (await proc_kit.snapshot())[0] == story.expected()
         incremental = await proc_kit.snapshot()
     finally:

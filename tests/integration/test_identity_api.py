@@ -15,9 +15,8 @@ from identity_service import __main__ as identity_main
 from identity_service import keys
 from identity_service.keys import make_signer
 from shared.auth import decode_access_token, parse_jwks
-from tests.integration.test_identity_support import (
-    PASSWORD, Publisher, bearer, claims_of, replica, settings_for,
-)
+from tests.integration.test_identity_support import PASSWORD, Publisher, replica, settings_for
+from tests.support.tokens import bearer, claims_of
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from tests.integration.test_identity_support import PASSWORD, Publisher, bearer, claims_of, replica, settings_for
+from tests.integration.test_identity_support import PASSWORD, Publisher, replica, settings_for
+from tests.support.tokens import bearer, claims_of
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,8 @@ import pytest
 from identity_service import __main__ as identity_main
 from shared.bus import OutgoingMessage, publish_batch
 from shared.events import subject_for
-from tests.integration.test_identity_support import Publisher, eventually, replica, settings_for
+from tests.integration.test_identity_support import Publisher, replica, settings_for
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -61,19 +62,19 @@ async def test_duplicates_reordering_and_gaps(env):
         plan = pub.plan(acct, "business")                                 # v7
         # a gap: v5 and v6 arrive before v3 and v4 (which the stream does hold later)
         await pub.send(add_bob)
-        await eventually(lambda: applied(rep, acct, 3))
+        await eventually(lambda: applied(rep, acct, 3), timeout=10)
         await resend(pub, promote)          # v6 before v4, v5: a gap
         await resend(pub, remove_bob)       # v4
         await pub.send(add_carol)           # v5
         await resend(pub, add_bob)          # a duplicate of v3 after its removal
         await pub.send(plan)
-        await eventually(lambda: applied(rep, acct, 7))
+        await eventually(lambda: applied(rep, acct, 7), timeout=10)
         await resend(pub, add_bob, remove_bob)  # more duplicates
         mine = await rep.service.store.memberships_of(bob)
         assert mine == []
         hers = await rep.service.store.memberships_of(carol)
         assert [(m.account_id, m.role, m.rights) for m in hers] == [(acct, "admin", ("settings:write",))]
-        await eventually(lambda: applied(rep, acct, 7))
+        await eventually(lambda: applied(rep, acct, 7), timeout=10)
         assert await rep.service.store.applied_version(acct) == 7
 
 
@@ -84,14 +85,14 @@ async def test_restart_mid_stream_and_rebuild_equals_incremental(env):
         accounts = [(await pub.create_account(f"Company {i}", people[i]))[0] for i in range(3)]
         await pub.send(*(pub.added(a, people[3], "viewer", ["reports:read"]) for a in accounts))
         for a in accounts:
-            await eventually(lambda a=a: applied(rep, a, 3))
+            await eventually(lambda a=a: applied(rep, a, 3), timeout=10)
     # the replica is down while more happens
     await pub.send(pub.removed(accounts[0], people[3]), pub.changed(accounts[1], people[3], "user", ["quotes:write"]),
                    pub.added(accounts[2], people[0], "admin"))
     async with replica(settings) as rep:
-        await eventually(lambda: applied(rep, accounts[2], 4))
-        await eventually(lambda: applied(rep, accounts[1], 4))
-        await eventually(lambda: applied(rep, accounts[0], 4))
+        await eventually(lambda: applied(rep, accounts[2], 4), timeout=10)
+        await eventually(lambda: applied(rep, accounts[1], 4), timeout=10)
+        await eventually(lambda: applied(rep, accounts[0], 4), timeout=10)
         incremental = await snapshot(rep.app.state.pool)
         menu = await rep.service.store.memberships_of(people[3])
         assert sorted((m.name, m.role) for m in menu) == [("Company 1", "user"), ("Company 2", "viewer")]
@@ -118,7 +119,7 @@ async def test_two_replicas_project_one_read_model_correctly(env, exclusive):
             await pub.send(*batch)
             await pub.send(*(pub.removed(acct, guest) for acct in accounts[:2]))
             for acct in accounts:
-                await eventually(lambda acct=acct: applied(a, acct, pub.versions[acct]))
+                await eventually(lambda acct=acct: applied(a, acct, pub.versions[acct]), timeout=10)
             state = await snapshot(a.app.state.pool)
             assert [v for _, v in state[2]] == [pub.versions[x] for x in sorted(accounts)]
             mine = await b.service.store.memberships_of(guest)
@@ -126,7 +127,7 @@ async def test_two_replicas_project_one_read_model_correctly(env, exclusive):
             assert {m.role for m in mine} == {"user"}
         # one replica gone (perhaps the leader): the other carries on
         await pub.send(pub.removed(accounts[4], guest))
-        await eventually(lambda: applied(b, accounts[4], pub.versions[accounts[4]]))
+        await eventually(lambda: applied(b, accounts[4], pub.versions[accounts[4]]), timeout=10)
         assert sorted(m.account_id for m in await b.service.store.memberships_of(guest)) == sorted(accounts[2:4])
 
 

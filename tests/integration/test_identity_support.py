@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import contextlib
-import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -118,24 +115,3 @@ class Publisher:
 
     def plan(self, account_id: str, plan: str) -> Envelope:
         return self.next(PlanChanged(account_id=account_id, plan=plan))
-
-
-async def eventually(check, timeout: float = 10.0, interval: float = 0.05):
-    """Await `check()` until it returns a truthy value (for background projections in tests)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
-
-
-def claims_of(token: str) -> dict:
-    payload = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}

@@ -3,43 +3,23 @@ licences for admins only, history, referral credits."""
 
 from __future__ import annotations
 
-import contextlib
-
-import httpx
 import pytest
 
-from licensing_consumer.app import create_app
-from licensing_consumer.settings import Settings
 from shared.bus import NatsLink
 from shared.revocations import RevocationList, revocation_bucket
-from tests.support.licensing_events import Story, caught_up, publish, wait_until
-from tests.support.licensing_tokens import ISSUER, TokenIssuer
+from tests.support.licensing_app import licensing_service, publish_story
+from tests.support.licensing_events import Story, caught_up, publish
+from tests.support.licensing_tokens import TokenIssuer
+from tests.support.polling import eventually
+from tests.support.tokens import bearer
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 async def service(new_database, nats_names):
-    issuer = TokenIssuer()
-    settings = Settings(licensing_database_url=new_database("licensing"), nats_url=nats_names.url,
-                        nats_stream=nats_names.stream, nats_subject_prefix=nats_names.prefix,
-                        identity_url=ISSUER)
-    app = create_app(settings, verifier=issuer.verifier())
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://licensing") as client:
-            yield app, client, issuer, nats_names
-        # the revocation bucket the service watches is a stream of its own: remove it too
-        with contextlib.suppress(Exception):
-            await app.state.runtime.link.js.delete_key_value(revocation_bucket(nats_names.stream))
-
-
-async def publish_story(names, story: Story, app) -> None:
-    await publish(names.url, names.stream, names.prefix, story.envelopes)
-    await wait_until(lambda: caught_up(app.state.runtime.pool, story), what="the consumer to catch up")
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+    async with licensing_service(new_database, nats_names, "licensing") as running:
+        yield running
 
 
 async def test_licences_with_referrals_members_and_plans(service):
@@ -86,7 +66,7 @@ async def test_referral_credit_when_the_referee_arrives_before_the_referrer(serv
     referee_first = [e for e in story.envelopes if e.account_id == referee] + \
                     [e for e in story.envelopes if e.account_id == referrer]
     await publish(names.url, names.stream, names.prefix, referee_first)
-    await wait_until(lambda: caught_up(app.state.runtime.pool, story), what="catch-up")
+    await eventually(lambda: caught_up(app.state.runtime.pool, story), what="catch-up")
     body = (await client.get(f"/licences/{referrer}", headers=bearer(issuer.token(email="r@example.com",
                                                                                  acct=referrer)))).json()
     assert body["referral_credits"] == 1 and body["referred_by"] is None
@@ -153,7 +133,7 @@ async def test_tokens_of_a_logged_out_session_are_refused(service):
         resp = await client.get(f"/licences/{account}", headers=bearer(token))
         return resp.status_code == 401 and resp.json()["error"] == "invalid_token"
 
-    await wait_until(refused, timeout=5, what="the revocation to reach the licensing consumer")
+    await eventually(refused, timeout=5, what="the revocation to reach the licensing consumer")
 
 
 async def test_ops_routes(service):

@@ -8,7 +8,8 @@ import pytest
 from licensing_consumer.app import create_app
 from licensing_consumer.settings import Settings
 from licensing_consumer.store import LicenceReader
-from tests.support.licensing_events import caught_up, publish, random_story, wait_until
+from tests.support.licensing_events import caught_up, publish, random_story
+from tests.support.polling import eventually
 from tests.support.licensing_tokens import ISSUER, TokenIssuer
 
 pytestmark = pytest.mark.integration
@@ -24,7 +25,7 @@ async def test_a_fresh_database_catches_up_from_the_start_with_an_old_durable(ne
         app = create_app(settings, verifier=TokenIssuer().verifier())
         async with app.router.lifespan_context(app):
             pool = app.state.runtime.pool
-            await wait_until(lambda: caught_up(pool, story), what=f"catch-up of {label}")
+            await eventually(lambda: caught_up(pool, story), what=f"catch-up of {label}")
             assert await LicenceReader(pool).all_views() == story.expected()
             js = app.state.runtime.link.js
             await js.delete_key_value(f"{nats_names.stream}_REVOKED")

@@ -120,21 +120,6 @@ async def publish(url: str, stream: str, prefix: str, envelopes: list[Envelope],
         await nc.close()
 
 
-async def wait_until(check, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
-    """Poll the async `check()` until it returns a truthy value; return it."""
-    import asyncio
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
-
-
 async def applied_versions(pool, consumer: str = "licensing") -> dict[str, int]:
     async with pool.connection() as conn:
         cur = await conn.execute("SELECT account_id, version FROM consumer_positions WHERE consumer = %s",
