@@ -11,9 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from account_service.api import accounts, members
 from account_service.eventstore import MIGRATIONS, EventStore
@@ -24,12 +22,11 @@ from shared.auth import AccessTokenGuard, JwksVerifier
 from shared.bus import NatsLink
 from shared.db import ensure_database, migrate, open_pool, ping
 from shared.revocations import RevocationList, revocation_bucket
-from shared.web import _STATUS_CODES, add_ops_routes, error_response, install_error_handlers
+from shared.web import add_ops_routes, install_error_handlers
 
 log = logging.getLogger(__name__)
 
 COMPONENT = "account_service"
-BODY_PARSE_ERROR = "There was an error parsing the body"  # fastapi.routing's detail
 
 
 @dataclass
@@ -105,15 +102,6 @@ def create_app(settings: Settings | None = None, *, verifier: JwksVerifier | Non
         lifespan=lifespan,
     )
     install_error_handlers(app)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:
-            # FastAPI's answer to a body json.loads cannot read at all (deep nesting, a number
-            # too long for int): the same 422 as any other body that is not a JSON object
-            return error_response(422, "validation_error", "the body is not a readable JSON object")
-        return error_response(exc.status_code, _STATUS_CODES.get(exc.status_code, "error"), exc.detail,
-                              getattr(exc, "headers", None))
 
     async def db_ok() -> bool:
         return await ping(app.state.runtime.pool)

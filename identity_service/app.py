@@ -12,17 +12,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import psycopg
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from identity_service import keys, projector
 from identity_service.api import router
 from identity_service.fastpath import SwitchFastPath
 from identity_service.keys import KeyRing
-from identity_service.limits import BodyLimit
 from identity_service.projector import MembershipProjection, VersionWaiters
 from identity_service.service import IdentityService
 from identity_service.settings import Settings
@@ -31,11 +27,9 @@ from shared import db
 from shared.bus import NatsLink
 from shared.consumer import EventConsumer
 from shared.revocations import RevocationList, revocation_bucket
-from shared.web import _STATUS_CODES, add_ops_routes, error_response, install_error_handlers
+from shared.web import add_ops_routes, install_error_handlers
 
 log = logging.getLogger(__name__)
-
-BODY_PARSE_ERROR = "There was an error parsing the body"  # fastapi.routing's detail
 
 
 def make_consumer(settings: Settings, pool, link: NatsLink, waiters: VersionWaiters | None = None) -> EventConsumer:
@@ -134,28 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
 
-    @app.exception_handler(psycopg.OperationalError)
-    @app.exception_handler(PoolTimeout)
-    async def _database_away(_request, exc: Exception) -> JSONResponse:
-        log.warning("database unavailable: %s", exc)
-        return error_response(503, "unavailable", "the database is unavailable; retry shortly", {"Retry-After": "1"})
-
-    @app.exception_handler(psycopg.DataError)
-    async def _unstorable(_request, exc: Exception) -> JSONResponse:
-        return error_response(422, "validation_error", "the request holds characters we cannot store")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:
-            # FastAPI's answer to a body json.loads cannot read (bad UTF-8, nesting, huge
-            # numbers): the same 422 as any other body that is not a JSON object
-            return error_response(422, "validation_error", "the body is not a JSON object")
-        return error_response(exc.status_code, _STATUS_CODES.get(exc.status_code, "error"), exc.detail,
-                              getattr(exc, "headers", None))
-
     app.include_router(router)
-    app.add_middleware(SwitchFastPath)  # inside the metrics middleware added below
-    app.add_middleware(BodyLimit)  # outside the fast path: it reads bodies too
+    app.add_middleware(SwitchFastPath)  # inside the body cap and the metrics (add_ops_routes)
 
     async def db_ready() -> bool:
         return await db.ping(app.state.pool)

@@ -1,8 +1,10 @@
-"""The HTTP edge every service shares: error bodies, bearer tokens, health,
-readiness and metrics. The only module of `shared` that knows FastAPI."""
+"""The HTTP edge every service shares: error bodies, a cap on request bodies,
+bearer tokens, health, readiness and metrics. The only module of `shared` that
+knows FastAPI."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -12,6 +14,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from psycopg import DataError, OperationalError
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.errors import AppError, InvalidToken
@@ -32,6 +36,11 @@ _STATUS_CODES = {
     412: "precondition_failed", 413: "payload_too_large", 415: "unsupported_media_type",
     422: "validation_error", 429: "too_many_requests", 503: "unavailable",
 }
+
+
+# fastapi.routing's detail for a body json.loads cannot read at all (bad UTF-8, deep
+# nesting, a number too long for int)
+BODY_PARSE_ERROR = "There was an error parsing the body"
 
 
 def error_response(status: int, code: str, detail: object, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -57,13 +66,74 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:
+            # the same 422 as any other body that is not a JSON object
+            return error_response(422, "validation_error", "the body is not a readable JSON object")
         code = _STATUS_CODES.get(exc.status_code, "error")
         return error_response(exc.status_code, code, exc.detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def _database_away(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return error_response(503, "unavailable", "the database is unavailable; retry shortly", {"Retry-After": "1"})
+
+    @app.exception_handler(DataError)
+    async def _unstorable(_: Request, exc: Exception) -> JSONResponse:
+        # e.g. a lone surrogate that got past validation: the client's input, never a 500
+        return error_response(422, "validation_error", "the request holds characters we cannot store")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+MAX_BODY_BYTES = 1024 * 1024
+BODY_TOO_LARGE = f"the request body is larger than {MAX_BODY_BYTES} bytes"
+
+
+class BodyLimit:
+    """A cap on request bodies: every body our APIs accept is a few hundred bytes, so
+    one of more than `max_bytes` is refused with 413 before it is read into memory,
+    by its Content-Length or, for a streamed body, as soon as the bytes received pass
+    the cap."""
+
+    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = False  # the server refuses a malformed length itself
+                if too_big:
+                    return await self._refuse(send)
+        received = 0
+
+        async def limited():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:  # turned into the JSON 413 by the error handlers
+                    raise StarletteHTTPException(413, BODY_TOO_LARGE)
+            return message
+
+        return await self.app(scope, limited, send)
+
+    @staticmethod
+    async def _refuse(send) -> None:
+        body = json.dumps({"error": "payload_too_large", "detail": BODY_TOO_LARGE}).encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
 
 
 def bearer_token(request: Request) -> str:
@@ -110,7 +180,9 @@ Check = Callable[[], Awaitable[bool]]
 
 
 def add_ops_routes(app: FastAPI, service: str, checks: dict[str, Check]) -> None:
-    """`/healthz` (alive), `/readyz` (every check passes) and `/metrics`."""
+    """`/healthz` (alive), `/readyz` (every check passes) and `/metrics`; the
+    body cap and the metrics middleware (added last: outermost)."""
+    app.add_middleware(BodyLimit)
     app.add_middleware(MetricsMiddleware, service=service)
 
     @app.get("/healthz", tags=["ops"], summary="The process is alive")
