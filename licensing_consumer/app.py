@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import psycopg
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
-from nats.js.errors import NotFoundError
 from psycopg_pool import AsyncConnectionPool
 
 from licensing_consumer.api import router
@@ -23,7 +19,7 @@ from shared.bus import NatsLink
 from shared.consumer import EventConsumer
 from shared.db import ensure_database, migrate, open_pool, ping
 from shared.revocations import RevocationList, revocation_bucket
-from shared.web import add_ops_routes, error_response, install_error_handlers
+from shared.web import add_ops_routes, install_error_handlers
 
 log = logging.getLogger(__name__)
 
@@ -59,35 +55,6 @@ async def open_runtime(settings: Settings) -> Runtime:
     return Runtime(pool, link, consumer)
 
 
-async def restart_durable_if_fresh(rt: Runtime) -> None:
-    """On an empty read model, make the durable consumer start again from the stream's
-    first event (it may remember a position from an earlier database)."""
-    async with rt.pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT 1 FROM consumer_positions WHERE consumer = %s LIMIT 1", (rt.consumer.projection.name,)
-        )
-        if await cur.fetchone():
-            return
-    js = await rt.link.wait_connected()
-    with contextlib.suppress(NotFoundError):
-        await js.delete_consumer(rt.consumer.stream, rt.consumer.durable)
-        log.info("empty read model: durable consumer %s restarts from the stream's start", rt.consumer.durable)
-
-
-async def consume(rt: Runtime, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        try:
-            await restart_durable_if_fresh(rt)
-            break
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # noqa: BLE001 - NATS or the database away: retry
-            log.warning("cannot check the durable consumer yet (%s); retrying", e)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
-    await rt.consumer.run(stop)
-
-
 def create_app(settings: Settings | None = None, *, verifier=None) -> FastAPI:
     settings = settings or Settings()
 
@@ -102,7 +69,7 @@ def create_app(settings: Settings | None = None, *, verifier=None) -> FastAPI:
         app.state.reader = LicenceReader(rt.pool)
         app.state.guard = AccessTokenGuard(jwks, revocations)
         stop = asyncio.Event()
-        task = asyncio.create_task(consume(rt, stop), name="licensing-consumer")
+        task = asyncio.create_task(rt.consumer.run(stop), name="licensing-consumer")
         try:
             yield
         finally:
@@ -123,11 +90,6 @@ def create_app(settings: Settings | None = None, *, verifier=None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-
-    @app.exception_handler(psycopg.OperationalError)
-    async def _database_away(_request, exc: Exception) -> JSONResponse:
-        log.warning("database unavailable: %s", exc)
-        return error_response(503, "unavailable", "the database is unavailable; retry shortly", {"Retry-After": "1"})
 
     async def db_ok() -> bool:
         return await ping(app.state.runtime.pool)

@@ -234,10 +234,30 @@ class EventConsumer:
     async def _subscribe(self, *, reclaim: bool = False):
         js = await self.link.wait_connected()
         if reclaim:
-            await self._reclaim_in_flight(js)
+            if await self._read_model_is_empty():
+                await self._restart_from_the_start(js)
+            else:
+                await self._reclaim_in_flight(js)
         return await js.pull_subscribe(
             f"{self.prefix}.>", durable=self.durable, stream=self.stream, config=self._durable_config(),
         )
+
+    async def _read_model_is_empty(self) -> bool:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT 1 FROM consumer_positions WHERE consumer = %s LIMIT 1", (self.projection.name,)
+            )
+            return await cur.fetchone() is None
+
+    async def _restart_from_the_start(self, js) -> None:
+        """An empty read model (a new or wiped database) must see the stream from its
+        first event, whatever position the durable remembers from an earlier database."""
+        try:
+            await js.delete_consumer(self.stream, self.durable)
+            log.info("%s: empty read model: durable %s restarts from the stream's start",
+                     self.projection.name, self.durable)
+        except NotFoundError:
+            pass
 
     async def _reclaim_in_flight(self, js) -> None:
         """Messages a dead predecessor fetched but never acked would come back only
