@@ -5,68 +5,21 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import httpx
-import psycopg
 import pytest
 
-from account_service.app import create_app
-from account_service.settings import Settings
 from shared.events import Envelope
-from tests.support.tokens import TestIssuer, bearer
+from tests.support.account_api import account_api, assert_error
+from tests.support.tokens import bearer
 
 pytestmark = pytest.mark.integration
 
 SIRET = "73282932000074"
 
 
-class Api:
-    def __init__(self, client: httpx.AsyncClient, issuer: TestIssuer, app, db_url: str, settings: Settings):
-        self.client, self.issuer, self.app, self.db_url, self.settings = client, issuer, app, db_url, settings
-
-    def token(self, email: str, acct: str | None = None, **kw) -> dict[str, str]:
-        kw.setdefault("sub", f"user-{email}")
-        return bearer(self.issuer.mint(email=email, acct=acct, **kw))
-
-    async def create(self, email: str = "ann@example.com", **body) -> dict:
-        body = {"name": "Durand BTP", "country": "FR"} | body
-        r = await self.client.post("/accounts", json=body, headers=self.token(email))
-        assert r.status_code == 201, r.text
-        return r.json()
-
-    async def event_count(self) -> int:
-        async with await psycopg.AsyncConnection.connect(self.db_url) as conn:
-            cur = await conn.execute("SELECT count(*) FROM events")
-            return (await cur.fetchone())[0]
-
-
 @pytest.fixture(scope="module")
 async def api(infra, new_database):
-    db_url = new_database("acctapi")
-    stream, prefix = f"MC_{infra.run_id}_ACCTAPI".upper(), f"mc{infra.run_id}acctapi"
-    settings = Settings(account_database_url=db_url, nats_url=infra.nats_url, nats_stream=stream,
-                        nats_subject_prefix=prefix, account_relay_poll_seconds=0.2)
-    issuer = TestIssuer(issuer=settings.issuer, audience=settings.token_audience)
-    app = create_app(settings, verifier=issuer.verifier())
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://account.test") as client:
-            yield Api(client, issuer, app, db_url, settings)
-    import nats
-
-    nc = await nats.connect(infra.nats_url)
-    for name in (stream, f"KV_{stream}_REVOKED"):
-        try:
-            await nc.jetstream().delete_stream(name)
-        except Exception:  # noqa: BLE001
-            pass
-    await nc.close()
-
-
-def assert_error(r: httpx.Response, status: int, code: str) -> dict:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert body["error"] == code and body["detail"], body
-    return body
+    async with account_api(infra, new_database, "acctapi", country="FR") as running:
+        yield running
 
 
 # ----------------------------------------------------------------- create and read

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 
 import psycopg
 import pytest
@@ -16,6 +17,7 @@ from deploy.embedded import free_port, start_nats
 from shared.bus import NatsLink
 from shared.db import migrate, open_pool
 from shared.events import Envelope, MemberAdded, PlanChanged
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -51,17 +53,6 @@ async def stream_envelopes(link: NatsLink, stream: str) -> list[tuple[str, str, 
             msg = await js.get_msg(stream, seq)
             out.append((msg.subject, msg.headers["Nats-Msg-Id"], Envelope.from_json(msg.data)))
     return out
-
-
-async def eventually(predicate, timeout: float = 20.0, step: float = 0.05):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(step)
 
 
 async def drain_until(relay: Relay, conn, n: int, timeout: float = 20.0) -> int:
@@ -164,12 +155,11 @@ async def test_nats_down_during_writes_then_back_every_event_once_in_order(db, n
             try:
                 accounts = [await create(service, f"owner{i}@example.com") for i in range(3)]
 
-                async def published() -> int:
-                    return len(await stream_envelopes(link, stream))
+                published = functools.partial(_count, link, stream)
 
                 await eventually(lambda: _ge(published, 6))
                 server.stop()  # NATS goes away; writes must keep succeeding
-                await eventually(lambda: _true(not link.connected), timeout=10)
+                await eventually(lambda: not link.connected, timeout=10)
                 for i in range(8):
                     for acct in accounts:
                         await service.handle(acct, AddMember("u1", f"m{i}@example.com", "user"),
@@ -181,9 +171,7 @@ async def test_nats_down_during_writes_then_back_every_event_once_in_order(db, n
                 await eventually(lambda: _ge(published, total), timeout=30)
                 messages = await stream_envelopes(link, stream)
             finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await _cancel(task)
             stored = {acct: await store.read_stream(acct) for acct in accounts}
             assert len(messages) == total
             check_exactly_once_in_order(messages, stored, prefix)
@@ -210,19 +198,16 @@ async def test_nats_killed_in_the_middle_of_a_drain_keeps_each_account_in_order(
                           poll_interval=0.2, publish_timeout=1.0)
             task = asyncio.create_task(relay.run())
             try:
-                async def published() -> int:
-                    return len(await stream_envelopes(link, stream))
+                published = functools.partial(_count, link, stream)
 
-                await eventually(lambda: _ge(published, 1), step=0.001)
+                await eventually(lambda: _ge(published, 1), interval=0.001)
                 server.proc.kill()
                 server.proc.wait()
                 server = start_nats(tmp_path / "nats", port)
                 await eventually(lambda: _ge(published, total), timeout=30)
                 messages = await stream_envelopes(link, stream)
             finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await _cancel(task)
         stored = {acct: await store.read_stream(acct) for acct in accounts}
         assert len(messages) == total
         check_exactly_once_in_order(messages, stored, prefix)
@@ -244,33 +229,31 @@ async def test_one_leader_relays_and_another_takes_over(db, nats_names):
         first = Relay(url, nats_names.url, subject_prefix=nats_names.prefix, poll_interval=0.1)
         second = Relay(url, nats_names.url, subject_prefix=nats_names.prefix, poll_interval=0.1)
         t1 = asyncio.create_task(first.run())
-        await eventually(lambda: _true(first.is_leader))
+        await eventually(lambda: first.is_leader)
         t2 = asyncio.create_task(second.run())
         try:
             a = await create(service)
             await eventually(lambda: _ge(lambda: _count(link, nats_names.stream), 2))
             assert first.is_leader and not second.is_leader
-            t1.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await t1
-            await eventually(lambda: _true(second.is_leader))
+            await _cancel(t1)
+            await eventually(lambda: second.is_leader)
             await service.handle(a, AddMember("u1", "bob@example.com", "user"), actor_email="ann@example.com")
             await eventually(lambda: _ge(lambda: _count(link, nats_names.stream), 3))
         finally:
-            for t in (t1, t2):
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+            await _cancel(t1, t2)
         messages = await stream_envelopes(link, nats_names.stream)
     check_exactly_once_in_order(messages, {a: await store.read_stream(a)}, nats_names.prefix)
 
 
-async def _true(value) -> bool:
-    return bool(value)
-
-
 async def _count(link: NatsLink, stream: str) -> int:
     return len(await stream_envelopes(link, stream))
+
+
+async def _cancel(*tasks: asyncio.Task) -> None:
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def test_an_event_held_back_by_another_transaction_goes_out_when_it_ends_not_at_the_next_poll(db, nats_names):
@@ -283,7 +266,7 @@ async def test_an_event_held_back_by_another_transaction_goes_out_when_it_ends_n
         relay = Relay(url, nats_names.url, subject_prefix=nats_names.prefix, poll_interval=3600)
         task = asyncio.create_task(relay.run())
         try:
-            await eventually(lambda: _true(relay.is_leader))
+            await eventually(lambda: relay.is_leader)
             async with await psycopg.AsyncConnection.connect(url) as other:
                 await other.execute("SELECT pg_current_xact_id()")  # an open transaction with an xid
                 await create(service)  # commits, NOTIFYs, but is held back by `other`
@@ -292,7 +275,5 @@ async def test_an_event_held_back_by_another_transaction_goes_out_when_it_ends_n
                 await other.rollback()
             await eventually(lambda: _ge(lambda: _count(link, nats_names.stream), 2), timeout=5)
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await _cancel(task)
             await relay.close()

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from shared.bus import NatsLink
 from shared.revocations import RevocationList, revocation_bucket
-
-
-async def _until(predicate, timeout=5.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
+from tests.support.polling import eventually
 
 
 async def test_a_revocation_reaches_other_watchers_and_late_starters(nats_names):
@@ -27,7 +19,7 @@ async def test_a_revocation_reaches_other_watchers_and_late_starters(nats_names)
         assert not watcher.is_revoked("sid-1")
         await writer.revoke("sid-1")
         assert writer.is_revoked("sid-1")
-        await _until(lambda: watcher.is_revoked("sid-1"))
+        await eventually(lambda: watcher.is_revoked("sid-1"), timeout=5.0, interval=0.01)
         assert not watcher.is_revoked("sid-2")
 
         late = RevocationList(links[2], bucket)
