@@ -5,12 +5,15 @@ NATS stream and subject prefix of their own."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +22,8 @@ import httpx
 from deploy.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+
+PASSWORD = "correct horse battery"
 
 
 @dataclass
@@ -123,3 +128,36 @@ def start_stack(new_database, nats_names, *, identity_env: dict[str, str] | None
         stack.stop()
         raise
     return stack
+
+
+@contextlib.contextmanager
+def running_stack(new_database, nats_names, *, identity_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """`start_stack`, then on the way out: stop the processes, print their logs
+    (pytest shows them only when the test failed) and drop the revocation bucket."""
+    s = start_stack(new_database, nats_names, identity_env=identity_env)
+    try:
+        yield s
+    finally:
+        s.stop()
+        for svc in s.services:
+            print(f"----- {svc.module} log -----\n{svc.log()}")
+        asyncio.run(drop_revocation_bucket(nats_names))
+
+
+async def drop_revocation_bucket(names) -> None:
+    """The services' revocation bucket is a stream of its own, outside the test's stream
+    (which the `nats_names` fixture deletes)."""
+    import nats
+
+    from shared.revocations import revocation_bucket
+
+    try:
+        nc = await nats.connect(names.url, connect_timeout=2, max_reconnect_attempts=1)
+    except Exception:  # noqa: BLE001 - the server may be gone in a failure test
+        return
+    try:
+        await nc.jetstream().delete_key_value(revocation_bucket(names.stream))
+    except Exception:  # noqa: BLE001 - never created, or already gone
+        pass
+    finally:
+        await nc.close()

@@ -5,7 +5,6 @@ audit log) and the licence the licensing consumer builds from them."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -13,12 +12,12 @@ import time
 import httpx
 import pytest
 
-from shared.revocations import revocation_bucket
-from tests.e2e.stack import start_stack
+from tests.e2e.stack import PASSWORD, running_stack
+from tests.support.polling import eventually
+from tests.support.tokens import bearer
 
 pytestmark = pytest.mark.e2e
 
-PASSWORD = "correct horse battery"
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 DATA_FIELDS = {
     "AccountCreated": {"name", "country", "company_id", "plan", "referral_code", "referred_by"},
@@ -31,41 +30,8 @@ DATA_FIELDS = {
 
 @pytest.fixture
 def stack(new_database, nats_names):
-    s = start_stack(new_database, nats_names)
-    try:
+    with running_stack(new_database, nats_names) as s:
         yield s, nats_names
-    finally:
-        s.stop()
-        for svc in s.services:  # shown by pytest only when the test failed
-            print(f"----- {svc.module} log -----\n{svc.log()}")
-        asyncio.run(_delete_revocation_bucket(nats_names))
-
-
-async def _delete_revocation_bucket(names) -> None:
-    import nats
-
-    nc = await nats.connect(names.url, connect_timeout=2, max_reconnect_attempts=1)
-    try:
-        await nc.jetstream().delete_key_value(revocation_bucket(names.stream))
-    except Exception:  # noqa: BLE001 - never created, or already gone
-        pass
-    finally:
-        await nc.close()
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def eventually(check, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def nats_messages(names, account_id: str, count: int, timeout: float = 15.0) -> list:
@@ -167,7 +133,7 @@ async def test_writes_audit_log_nats_events_and_licence_agree(stack):
             r = await lic.get(f"/licences/{acct}", headers=admin)
             return r.json() if r.status_code == 200 and r.json()["version"] == 6 else None
 
-        assert await eventually(licence) == {
+        assert await eventually(licence, timeout=15.0) == {
             "account_id": acct, "name": "Dupont Bâtiment", "country": "FR", "company_id": "73282932000074",
             "plan": "business", "seats_included": 25, "seats_used": 1, "referral_credits": 0,
             "referred_by": None, "version": 6}

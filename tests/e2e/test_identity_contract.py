@@ -4,27 +4,19 @@ the real relay, the real HTTP server and the real account service."""
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 import pytest
 
-from tests.e2e.stack import start_stack
-from tests.e2e.test_story import ACCESS, EXCHANGE, PASSWORD, bearer, claims_of, drop_revocation_bucket
+from tests.e2e.stack import PASSWORD, running_stack
+from tests.support.tokens import ACCESS, EXCHANGE, bearer, claims_of
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def stack(new_database, nats_names):
-    s = start_stack(new_database, nats_names)
-    try:
+    with running_stack(new_database, nats_names) as s:
         yield s
-    finally:
-        s.stop()
-        asyncio.run(drop_revocation_bucket(nats_names))
-        for svc in s.services:  # shown by pytest only when the test failed
-            print(f"----- {svc.module} log -----\n{svc.log()}")
 
 
 async def test_identity_contract_from_outside(stack):

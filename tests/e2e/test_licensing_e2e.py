@@ -5,58 +5,20 @@ non-admin member and a logged-out session are refused."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import httpx
 import pytest
 
-from shared.revocations import revocation_bucket
-from tests.e2e.stack import start_stack
+from tests.e2e.stack import PASSWORD, running_stack
+from tests.support.polling import eventually
+from tests.support.tokens import bearer
 
 pytestmark = pytest.mark.e2e
-
-PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
 def stack(new_database, nats_names):
-    s = start_stack(new_database, nats_names)
-    try:
+    with running_stack(new_database, nats_names) as s:
         yield s
-    finally:
-        s.stop()
-        for svc in s.services:  # shown by pytest only when the test failed
-            print(f"----- {svc.module} log -----\n{svc.log()}")
-        asyncio.run(_delete_revocation_bucket(nats_names))
-
-
-async def _delete_revocation_bucket(names) -> None:
-    """The services' revocation bucket is a stream of its own, outside the test's stream."""
-    import nats
-
-    nc = await nats.connect(names.url, connect_timeout=2, max_reconnect_attempts=1)
-    try:
-        await nc.jetstream().delete_key_value(revocation_bucket(names.stream))
-    except Exception:  # noqa: BLE001 - never created, or already gone
-        pass
-    finally:
-        await nc.close()
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def eventually(check, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def test_a_company_created_with_a_referral_code_credits_both_licences(stack):
@@ -100,8 +62,8 @@ async def test_a_company_created_with_a_referral_code_credits_both_licences(stac
             r = await lic.get(f"/licences/{account}", headers=bearer(token))
             return r.json() if r.status_code == 200 and r.json()["version"] >= version else None
 
-        first = await eventually(lambda: licence(c1, t1, 3))
-        second = await eventually(lambda: licence(c2, t2, 3))
+        first = await eventually(lambda: licence(c1, t1, 3), timeout=15.0)
+        second = await eventually(lambda: licence(c2, t2, 3), timeout=15.0)
         assert first == {"account_id": c1, "name": "Alice Bâtiment", "country": "FR", "company_id": None,
                          "plan": "team", "seats_included": 5, "seats_used": 2, "referral_credits": 1,
                          "referred_by": None, "version": 3}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 import uuid
 
@@ -15,13 +13,11 @@ from identity_service import __main__ as identity_main
 from identity_service import keys
 from identity_service.keys import make_signer
 from shared.auth import decode_access_token, parse_jwks
-from tests.integration.test_identity_support import PASSWORD, Publisher, replica, settings_for
-from tests.support.tokens import bearer, claims_of
+from tests.integration.test_identity_support import PASSWORD, identity_stack, replica, settings_for
+from tests.support import bad_tokens
+from tests.support.tokens import ACCESS, EXCHANGE, bearer, claims_of
 
 pytestmark = pytest.mark.integration
-
-EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-ACCESS = "urn:ietf:params:oauth:token-type:access_token"
 
 
 def email() -> str:
@@ -30,9 +26,8 @@ def email() -> str:
 
 @pytest.fixture
 async def stack(new_database, nats_names):
-    settings = settings_for(new_database("identity"), nats_names, identity_login_max_failures=3)
-    async with Publisher(nats_names) as pub, replica(settings) as rep:
-        yield rep, pub, settings
+    async with identity_stack(new_database, nats_names, identity_login_max_failures=3) as running:
+        yield running
 
 
 async def test_register_normalises_and_refuses_duplicates_and_bad_input(stack):
@@ -194,34 +189,22 @@ async def test_discovery_openapi_ops_and_key_rotation(stack):
         assert (await rep.client.get("/me", headers=bearer(token))).status_code == 200
 
 
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
 async def test_forged_tampered_none_hs256_and_expired_tokens_are_refused(stack):
     rep, _, settings = stack
     who = email()
     await rep.register(who)
     good = (await rep.login(who))["access_token"]
-    header, payload, sig = good.split(".")
     claims = claims_of(good)
     kid = jwt.get_unverified_header(good)["kid"]
     jwk = next(k for k in (await rep.client.get("/.well-known/jwks.json")).json()["keys"] if k["kid"] == kid)
-    public_raw = base64.urlsafe_b64decode(jwk["x"] + "==")
 
     from cryptography.hazmat.primitives import serialization as ser
     other_pem = Ed25519PrivateKey.generate().private_bytes(
         ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()).decode()
     forged = make_signer(kid, other_pem).sign(claims)
-    tampered_claims = {**claims, "acct": "someone-elses", "role": "admin"}
-    tampered = f"{header}.{_b64(json.dumps(tampered_claims).encode())}.{sig}"
-    none = f"{_b64(json.dumps({'alg': 'none', 'typ': 'at+jwt', 'kid': kid}).encode())}.{payload}."
-    hs_header = _b64(json.dumps({"alg": "HS256", "typ": "at+jwt", "kid": kid}).encode())
-    import hashlib
-    import hmac
-    hs256 = [f"{hs_header}.{payload}." + _b64(hmac.new(secret, f"{hs_header}.{payload}".encode(),
-                                                       hashlib.sha256).digest())
-             for secret in (public_raw, jwk["x"].encode(), json.dumps(jwk).encode())]
+    tampered = bad_tokens.tampered(good, {**claims, "acct": "someone-elses", "role": "admin"})
+    none = bad_tokens.alg_none(good, kid)
+    hs256 = [bad_tokens.hs256(good, kid, secret) for secret in bad_tokens.public_key_secrets(jwk)]
     signer = rep.service.keyring.signer
     now = int(time.time())
     expired = signer.sign({**claims, "iat": now - 900, "exp": now - 600})

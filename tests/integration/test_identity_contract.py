@@ -7,13 +7,11 @@ import uuid
 
 import pytest
 
-from tests.integration.test_identity_support import PASSWORD, Publisher, replica, settings_for
-from tests.support.tokens import bearer, claims_of
+from tests.integration.test_identity_support import PASSWORD, identity_stack, replica
+from tests.support.tokens import ACCESS, EXCHANGE, bearer, claims_of
 
 pytestmark = pytest.mark.integration
 
-EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-ACCESS = "urn:ietf:params:oauth:token-type:access_token"
 JSON = {"content-type": "application/json"}
 
 
@@ -23,9 +21,8 @@ def email() -> str:
 
 @pytest.fixture
 async def stack(new_database, nats_names):
-    settings = settings_for(new_database("identity"), nats_names, identity_switch_grace_seconds=0.5)
-    async with Publisher(nats_names) as pub, replica(settings) as rep:
-        yield rep, pub, settings
+    async with identity_stack(new_database, nats_names, identity_switch_grace_seconds=0.5) as running:
+        yield running
 
 
 async def test_lone_surrogates_are_a_422_never_a_500(stack):

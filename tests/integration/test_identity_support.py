@@ -115,3 +115,11 @@ class Publisher:
 
     def plan(self, account_id: str, plan: str) -> Envelope:
         return self.next(PlanChanged(account_id=account_id, plan=plan))
+
+
+@contextlib.asynccontextmanager
+async def identity_stack(new_database, nats_names, **overrides) -> AsyncIterator[tuple[Replica, Publisher, Settings]]:
+    """A replica on a fresh database and an event publisher on the test's stream."""
+    settings = settings_for(new_database("identity"), nats_names, **overrides)
+    async with Publisher(nats_names) as pub, replica(settings) as rep:
+        yield rep, pub, settings

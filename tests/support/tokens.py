@@ -32,6 +32,10 @@ from shared.settings import CommonSettings
 
 _UNSET: Any = object()
 
+# RFC 8693 token exchange, as the identity service's /oauth2/token takes it
+EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS = "urn:ietf:params:oauth:token-type:access_token"
+
 
 def default_issuer() -> str:
     return CommonSettings.model_fields["identity_url"].default.rstrip("/")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import json
 import time
 
@@ -17,6 +16,7 @@ from identity_service.domain import Grant, Membership, NotAMember, Principal
 from shared.auth import decode_access_token, parse_jwks
 from shared.emails import normalize_email
 from shared.errors import InvalidInput, InvalidToken
+from tests.support import bad_tokens
 
 ALPHA = Membership("a1", "alpha BTP", "FR", "admin", ("settings:write",))
 ZETA = Membership("z1", "Zeta SARL", "FR", "user", ("quotes:write",))
@@ -113,10 +113,6 @@ async def test_passwords_are_argon2id_at_owasp_parameters():
     assert await passwords.verify_password(weak, "correct horse") == (True, True)  # rehash on login
 
 
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
 @pytest.fixture(scope="module")
 def key():
     kid, pem, jwk = keys.new_key()
@@ -144,13 +140,11 @@ def test_bad_tokens_are_refused(key):
     h, p, s = good.split(".")
     kid2, pem2, _ = keys.new_key()
     forged = keys.make_signer(signer.kid, pem2).sign(claims)
-    tampered = f"{h}.{_b64(json.dumps({**claims, 'role': 'admin'}).encode())}.{s}"
-    none = f"{_b64(json.dumps({'alg': 'none', 'typ': 'at+jwt', 'kid': signer.kid}).encode())}.{p}."
-    hh = _b64(json.dumps({"alg": "HS256", "typ": "at+jwt", "kid": signer.kid}).encode())
-    public = base64.urlsafe_b64decode(jwk["x"] + "==")
-    hs256 = f"{hh}.{p}.{_b64(hmac.new(public, f'{hh}.{p}'.encode(), hashlib.sha256).digest())}"
+    tampered = bad_tokens.tampered(good, {**claims, "role": "admin"})
+    none = bad_tokens.alg_none(good, signer.kid)
+    hs256 = bad_tokens.hs256(good, signer.kid, base64.urlsafe_b64decode(jwk["x"] + "=="))
     expired = signer.sign({**claims, "iat": now - 900, "exp": now - 600})
-    untyped = f"{_b64(json.dumps({'alg': 'EdDSA', 'kid': signer.kid}).encode())}.{p}.{s}"
+    untyped = f"{bad_tokens.b64url(json.dumps({'alg': 'EdDSA', 'kid': signer.kid}).encode())}.{p}.{s}"
     for bad in (forged, tampered, none, hs256, expired, untyped, "", "x.y.z"):
         with pytest.raises(InvalidToken):
             decode_access_token(bad, ring, issuer="http://id", audience="mc")
