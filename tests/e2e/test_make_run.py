@@ -111,6 +111,13 @@ class DevRun:
     def left_behind(self) -> dict[str, int]:
         return {name: pid for name, pid in self.pids.items() if _alive(pid)}
 
+    def left_behind_after(self, timeout: float = 5.0) -> dict[str, int]:
+        """What is still running once the last children had `timeout` s to be reaped."""
+        deadline = time.monotonic() + timeout
+        while self.left_behind() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.left_behind()
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -170,10 +177,8 @@ def test_make_run_from_a_clean_state_serves_the_story_and_stops_on_ctrl_c(tmp_pa
         except subprocess.TimeoutExpired:
             pytest.fail(f"make run still running 30 s after Ctrl-C:\n{run.log[-3000:]}")
         assert code == 0, run.log[-3000:]
-        deadline = time.monotonic() + 5  # the postmaster's last children may take a moment to be reaped
-        while run.left_behind() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert run.left_behind() == {}, run.log[-3000:]
+        # the postmaster's last children may take a moment to be reaped
+        assert run.left_behind_after(5) == {}, run.log[-3000:]
         log = run.log
         order = [log.index(f"stopped {name}") for name in ("identity", "nats", "postgres")]
         assert order == sorted(order), "services, then NATS, then PostgreSQL"
@@ -198,13 +203,18 @@ def test_make_run_from_a_clean_state_serves_the_story_and_stops_on_ctrl_c(tmp_pa
         again.kill()
 
 
+def _given_servers(new_database, nats_names, label: str) -> dict[str, str]:
+    """The variables that hand `make run` the suite's own PostgreSQL (a fresh database per
+    service) and NATS (the test's stream and prefix) instead of embedded servers."""
+    return {"IDENTITY_DATABASE_URL": new_database(f"{label}_identity"),
+            "ACCOUNT_DATABASE_URL": new_database(f"{label}_account"),
+            "LICENSING_DATABASE_URL": new_database(f"{label}_licensing"),
+            "NATS_URL": nats_names.url, "NATS_STREAM": nats_names.stream,
+            "NATS_SUBJECT_PREFIX": nats_names.prefix}
+
+
 def test_given_servers_are_used_and_a_dying_service_stops_the_whole_stack(tmp_path, new_database, nats_names):
-    extra = {"IDENTITY_DATABASE_URL": new_database("devrun_identity"),
-             "ACCOUNT_DATABASE_URL": new_database("devrun_account"),
-             "LICENSING_DATABASE_URL": new_database("devrun_licensing"),
-             "NATS_URL": nats_names.url, "NATS_STREAM": nats_names.stream,
-             "NATS_SUBJECT_PREFIX": nats_names.prefix}
-    run = DevRun(tmp_path, extra)
+    run = DevRun(tmp_path, _given_servers(new_database, nats_names, "devrun"))
     try:
         run.wait_ready()
         assert "postgres" not in run.pids and "nats" not in run.pids, "no embedded server with given URLs"
@@ -216,29 +226,18 @@ def test_given_servers_are_used_and_a_dying_service_stops_the_whole_stack(tmp_pa
             pytest.fail(f"make run kept running after a service died:\n{run.log[-3000:]}")
         assert code != 0
         assert "account exited with code -9: stopping everything" in run.log
-        deadline = time.monotonic() + 5
-        while run.left_behind() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert run.left_behind() == {}
+        assert run.left_behind_after(5) == {}
     finally:
         run.kill()
 
 
 def test_sigterm_stops_the_stack_like_ctrl_c(tmp_path, new_database, nats_names):
-    extra = {"IDENTITY_DATABASE_URL": new_database("devterm_identity"),
-             "ACCOUNT_DATABASE_URL": new_database("devterm_account"),
-             "LICENSING_DATABASE_URL": new_database("devterm_licensing"),
-             "NATS_URL": nats_names.url, "NATS_STREAM": nats_names.stream,
-             "NATS_SUBJECT_PREFIX": nats_names.prefix}
-    run = DevRun(tmp_path, extra)
+    run = DevRun(tmp_path, _given_servers(new_database, nats_names, "devterm"))
     try:
         run.wait_ready()
         run.proc.send_signal(signal.SIGTERM)
         assert run.proc.wait(30) == 0, run.log[-3000:]
         assert "SIGTERM received: stopping" in run.log
-        deadline = time.monotonic() + 5
-        while run.left_behind() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert run.left_behind() == {}
+        assert run.left_behind_after(5) == {}
     finally:
         run.kill()
