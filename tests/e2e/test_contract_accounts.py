@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from tests.e2e.stack import PASSWORD, running_stack
+from tests.e2e.stack import PASSWORD
 from tests.support.polling import eventually
 from tests.support.tokens import bearer
 
@@ -26,12 +26,6 @@ DATA_FIELDS = {
     "MemberRemoved": {"email"},
     "PlanChanged": {"plan"},
 }
-
-
-@pytest.fixture
-def stack(new_database, nats_names):
-    with running_stack(new_database, nats_names) as s:
-        yield s, nats_names
 
 
 async def nats_messages(names, account_id: str, count: int, timeout: float = 15.0) -> list:
@@ -54,8 +48,8 @@ async def nats_messages(names, account_id: str, count: int, timeout: float = 15.
         await nc.close()
 
 
-async def test_writes_audit_log_nats_events_and_licence_agree(stack):
-    s, names = stack
+async def test_writes_audit_log_nats_events_and_licence_agree(stack, nats_names):
+    s, names = stack, nats_names
     async with httpx.AsyncClient(base_url=s.identity.url, timeout=15) as idp, \
             httpx.AsyncClient(base_url=s.account.url, timeout=15) as acc, \
             httpx.AsyncClient(base_url=s.licensing.url, timeout=15) as lic:

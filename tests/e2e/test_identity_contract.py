@@ -7,16 +7,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.e2e.stack import PASSWORD, running_stack
+from tests.e2e.stack import PASSWORD
 from tests.support.tokens import ACCESS, EXCHANGE, bearer, claims_of
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def stack(new_database, nats_names):
-    with running_stack(new_database, nats_names) as s:
-        yield s
 
 
 async def test_identity_contract_from_outside(stack):

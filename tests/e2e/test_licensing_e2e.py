@@ -8,17 +8,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.e2e.stack import PASSWORD, running_stack
+from tests.e2e.stack import PASSWORD
 from tests.support.polling import eventually
 from tests.support.tokens import bearer
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def stack(new_database, nats_names):
-    with running_stack(new_database, nats_names) as s:
-        yield s
 
 
 async def test_a_company_created_with_a_referral_code_credits_both_licences(stack):

@@ -22,6 +22,7 @@ import pytest
 
 from deploy.dev import DATA_DIR_VAR, NATS_PORT_VAR, SERVICES, STATE_FILE, module_exists
 from deploy.embedded import free_port
+from tests.support.processes import alive
 
 pytestmark = pytest.mark.e2e
 
@@ -35,18 +36,6 @@ def _every_service_exists():
     missing = [s.module for s in SERVICES if not module_exists(s.module)]
     if missing:
         pytest.skip(f"not built yet: {', '.join(missing)}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie waiting for a foreign parent to reap it is not running
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _readme_curl_session() -> str:
@@ -109,7 +98,7 @@ class DevRun:
             pass
 
     def left_behind(self) -> dict[str, int]:
-        return {name: pid for name, pid in self.pids.items() if _alive(pid)}
+        return {name: pid for name, pid in self.pids.items() if alive(pid)}
 
     def left_behind_after(self, timeout: float = 5.0) -> dict[str, int]:
         """What is still running once the last children had `timeout` s to be reaped."""

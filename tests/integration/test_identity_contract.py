@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.integration.test_identity_support import PASSWORD, identity_stack, replica
+from tests.integration.test_identity_support import PASSWORD, identity_stack, replica, unique_email
 from tests.support.tokens import ACCESS, EXCHANGE, bearer, claims_of
 
 pytestmark = pytest.mark.integration
@@ -16,7 +16,7 @@ JSON = {"content-type": "application/json"}
 
 
 def email() -> str:
-    return f"c{uuid.uuid4().hex[:10]}@example.com"
+    return unique_email("c")
 
 
 @pytest.fixture

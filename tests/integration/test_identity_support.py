@@ -21,6 +21,11 @@ from shared.events import envelope, subject_for
 PASSWORD = "correct horse battery"
 
 
+def unique_email(tag: str) -> str:
+    """A fresh address; `tag` tells which test module made it."""
+    return f"{tag}{uuid.uuid4().hex[:10]}@example.com"
+
+
 def settings_for(db_url: str, names, **overrides) -> Settings:
     # a refusal waits this long for the read model (the default is for production clients)
     overrides.setdefault("identity_switch_grace_seconds", 0.3)

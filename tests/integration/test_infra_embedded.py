@@ -5,7 +5,6 @@ uses). CI takes the explicit path, so this test keeps the other one honest."""
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 
 import psycopg
@@ -13,21 +12,9 @@ import pytest
 from psycopg import sql
 
 from tests.infra import start_embedded
+from tests.support.processes import alive
 
 pytestmark = pytest.mark.integration
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead but not yet reaped by its (foreign) parent
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 async def _publish_and_read(url: str) -> bytes:
@@ -74,7 +61,7 @@ def test_embedded_servers_start_serve_and_stop_leaving_nothing(tmp_path):
         infra.close()
 
     assert not (tmp_path / "pg" / "postmaster.pid").exists(), "PostgreSQL still has its pid file"
-    left = [pid for pid in pids if _alive(pid)]
+    left = [pid for pid in pids if alive(pid)]
     assert not left, f"processes still running after close(): {left}"
     from deploy.embedded import port_free
 
