@@ -13,7 +13,7 @@ from identity_service import __main__ as identity_main
 from identity_service import keys
 from identity_service.keys import make_signer
 from shared.auth import decode_access_token, parse_jwks
-from tests.integration.test_identity_support import PASSWORD, identity_stack, replica, settings_for, unique_email
+from tests.support.identity import PASSWORD, identity_stack, replica, settings_for, unique_email
 from tests.support import bad_tokens
 from tests.support.tokens import ACCESS, EXCHANGE, bearer, claims_of
 

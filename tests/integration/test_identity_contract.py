@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.integration.test_identity_support import PASSWORD, identity_stack, replica, unique_email
+from tests.support.identity import PASSWORD, identity_stack, replica, unique_email
 from tests.support.tokens import ACCESS, EXCHANGE, bearer, claims_of
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import pytest
 from identity_service import __main__ as identity_main
 from shared.bus import OutgoingMessage, publish_batch
 from shared.events import subject_for
-from tests.integration.test_identity_support import Publisher, replica, settings_for, unique_email
+from tests.support.identity import Publisher, replica, settings_for, unique_email
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
