@@ -20,9 +20,9 @@ from account_service.service import AccountService
 from account_service.settings import Settings
 from shared.auth import AccessTokenGuard, JwksVerifier
 from shared.bus import NatsLink
-from shared.db import ensure_database, migrate, open_pool, ping
+from shared.db import ensure_database, migrate, open_pool
 from shared.revocations import RevocationList, revocation_bucket
-from shared.web import add_ops_routes, install_error_handlers
+from shared.web import create_service_app
 
 log = logging.getLogger(__name__)
 
@@ -95,21 +95,13 @@ def create_app(settings: Settings | None = None, *, verifier: JwksVerifier | Non
                 await jwks.aclose()
             await rt.close()
 
-    app = FastAPI(
+    app = create_service_app(
+        service="account",
         title="multicompte account service",
-        version="0.1.0",
         description="The event-sourced owner of company accounts and their memberships.",
         lifespan=lifespan,
+        resources=lambda app: (app.state.runtime.pool, app.state.runtime.link),
     )
-    install_error_handlers(app)
-
-    async def db_ok() -> bool:
-        return await ping(app.state.runtime.pool)
-
-    async def nats_ok() -> bool:
-        return await app.state.runtime.link.ping()
-
-    add_ops_routes(app, "account", {"database": db_ok, "nats": nats_ok})
     app.include_router(accounts.router)
     app.include_router(members.router)
     return app

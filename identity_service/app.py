@@ -27,7 +27,7 @@ from shared import db
 from shared.bus import NatsLink
 from shared.consumer import EventConsumer
 from shared.revocations import RevocationList, revocation_bucket
-from shared.web import add_ops_routes, install_error_handlers
+from shared.web import create_service_app
 
 log = logging.getLogger(__name__)
 
@@ -120,24 +120,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await link.close()
             await pool.close()
 
-    app = FastAPI(
+    app = create_service_app(
+        service="identity",
         title="multicompte identity service",
-        version="0.1.0",
         description="People, emails, sessions, signing keys and switching between company accounts.",
         lifespan=lifespan,
+        resources=lambda app: (app.state.pool, app.state.link),
+        inner_middleware=(SwitchFastPath,),  # inside the body cap and the metrics
     )
-    install_error_handlers(app)
-
     app.include_router(router)
-    app.add_middleware(SwitchFastPath)  # inside the body cap and the metrics (add_ops_routes)
-
-    async def db_ready() -> bool:
-        return await db.ping(app.state.pool)
-
-    async def nats_ready() -> bool:
-        return await app.state.link.ping()
-
-    add_ops_routes(app, "identity", {"database": db_ready, "nats": nats_ready})
     return app
 
 

@@ -17,9 +17,9 @@ from licensing_consumer.store import COMPONENT, MIGRATIONS, LicenceReader, Licen
 from shared.auth import AccessTokenGuard, JwksVerifier
 from shared.bus import NatsLink
 from shared.consumer import EventConsumer
-from shared.db import ensure_database, migrate, open_pool, ping
+from shared.db import ensure_database, migrate, open_pool
 from shared.revocations import RevocationList, revocation_bucket
-from shared.web import add_ops_routes, install_error_handlers
+from shared.web import create_service_app
 
 log = logging.getLogger(__name__)
 
@@ -83,20 +83,12 @@ def create_app(settings: Settings | None = None, *, verifier=None) -> FastAPI:
                 await jwks.aclose()
             await rt.close()
 
-    app = FastAPI(
+    app = create_service_app(
+        service="licensing",
         title="multicompte licensing consumer",
-        version="0.1.0",
         description="Licences per company account, built from the account events only.",
         lifespan=lifespan,
+        resources=lambda app: (app.state.runtime.pool, app.state.runtime.link),
     )
-    install_error_handlers(app)
-
-    async def db_ok() -> bool:
-        return await ping(app.state.runtime.pool)
-
-    async def nats_ok() -> bool:
-        return await app.state.runtime.link.ping()
-
-    add_ops_routes(app, "licensing", {"database": db_ok, "nats": nats_ok})
     app.include_router(router)
     return app

@@ -18,6 +18,7 @@ from psycopg import DataError, OperationalError
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.db import ping
 from shared.errors import AppError, InvalidToken
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ _STATUS_CODES = {
     422: "validation_error", 429: "too_many_requests", 503: "unavailable",
 }
 
+
+VERSION = "0.1.0"
 
 # fastapi.routing's detail for a body json.loads cannot read at all (bad UTF-8, deep
 # nesting, a number too long for int)
@@ -177,6 +180,34 @@ class MetricsMiddleware:
 
 
 Check = Callable[[], Awaitable[bool]]
+
+
+def create_service_app(
+    *,
+    service: str,
+    title: str,
+    description: str,
+    lifespan,
+    resources: Callable[[FastAPI], tuple[object, object]],
+    inner_middleware: tuple[type, ...] = (),
+) -> FastAPI:
+    """A service's FastAPI app with everything every service shares: the error
+    bodies, `inner_middleware` (closest to the routes), the body cap, metrics,
+    `/healthz`, and `/readyz` checking the database pool and the NATS link that
+    `resources(app)` returns once the lifespan has opened them."""
+    app = FastAPI(title=title, version=VERSION, description=description, lifespan=lifespan)
+    install_error_handlers(app)
+    for middleware in inner_middleware:
+        app.add_middleware(middleware)
+
+    async def database() -> bool:
+        return await ping(resources(app)[0])
+
+    async def nats() -> bool:
+        return await resources(app)[1].ping()
+
+    add_ops_routes(app, service, {"database": database, "nats": nats})
+    return app
 
 
 def add_ops_routes(app: FastAPI, service: str, checks: dict[str, Check]) -> None:
