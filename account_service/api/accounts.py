@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from account_service.api.deps import AccountId, Claims, IfMatch, Service, actor_email, token_email
+from account_service.api.deps import AccountId, Claims, IfMatch, Service, set_etag, actor_email, token_email
 from account_service.api.models import (
     ERROR_RESPONSES,
     AccountView,
@@ -20,10 +20,6 @@ from account_service.domain import ChangePlan
 router = APIRouter(tags=["accounts"], responses=ERROR_RESPONSES)
 
 
-def _etag(response: Response, version: int) -> None:
-    response.headers["ETag"] = f'"{version}"'
-
-
 @router.post("/accounts", status_code=201, response_model=AccountView,
              summary="Create a company account; the caller becomes its admin")
 async def create_account(body: CreateAccountRequest, claims: Claims, service: Service, response: Response):
@@ -32,14 +28,14 @@ async def create_account(body: CreateAccountRequest, claims: Claims, service: Se
         company_id=body.company_id, plan=body.plan, referral_code=body.referral_code,
     )
     response.headers["Location"] = f"/accounts/{outcome.state.account_id}"
-    _etag(response, outcome.version)
+    set_etag(response, outcome.version)
     return AccountView.of(outcome.state)
 
 
 @router.get("/accounts/{account_id}", response_model=AccountView, summary="The account (members only)")
 async def get_account(account_id: AccountId, claims: Claims, service: Service, response: Response):
     state = await service.get(account_id, email=token_email(claims))
-    _etag(response, state.version)
+    set_etag(response, state.version)
     return AccountView.of(state)
 
 
@@ -49,7 +45,7 @@ async def change_plan(account_id: AccountId, body: ChangePlanRequest, claims: Cl
     outcome = await service.handle(
         account_id, ChangePlan(actor=claims.sub, plan=body.plan), actor_email=token_email(claims), if_match=if_match
     )
-    _etag(response, outcome.version)
+    set_etag(response, outcome.version)
     return PlanView(plan=outcome.state.plan, version=outcome.version)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import Depends, Header, Path, Request
+from fastapi import Depends, Header, Path, Request, Response
 
 from account_service.service import AccountService, parse_account_id, parse_if_match
 from shared.auth import AccessClaims
@@ -76,3 +76,8 @@ def actor_email(claims: AccessClaims) -> str:
     if email is None:
         raise Forbidden("this token carries no usable email claim")
     return email
+
+
+def set_etag(response: Response, version: int) -> None:
+    """Every response about one account names its stream version as the entity tag."""
+    response.headers["ETag"] = f'"{version}"'

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from account_service.api.deps import AccountId, Claims, IfMatch, Service, token_email
+from account_service.api.deps import AccountId, Claims, IfMatch, Service, set_etag, token_email
 from account_service.api.models import (
     ERROR_RESPONSES,
     AddMemberRequest,
@@ -19,14 +19,10 @@ from shared.emails import normalize_email
 router = APIRouter(tags=["members"], responses=ERROR_RESPONSES)
 
 
-def _etag(response: Response, version: int) -> None:
-    response.headers["ETag"] = f'"{version}"'
-
-
 @router.get("/accounts/{account_id}/members", response_model=list[MemberView], summary="The members (members only)")
 async def list_members(account_id: AccountId, claims: Claims, service: Service, response: Response):
     state = await service.get(account_id, email=token_email(claims))
-    _etag(response, state.version)
+    set_etag(response, state.version)
     return [MemberView.of(m) for m in sorted(state.members.values(), key=lambda m: m.email)]
 
 
@@ -37,7 +33,7 @@ async def add_member(account_id: AccountId, body: AddMemberRequest, claims: Clai
     command = AddMember(actor=claims.sub, email=body.email, role=body.role, rights=body.rights)
     outcome = await service.handle(account_id, command, actor_email=token_email(claims), if_match=if_match)
     member = outcome.state.members[normalize_email(body.email)]
-    _etag(response, outcome.version)
+    set_etag(response, outcome.version)
     return MemberWriteView(**MemberView.of(member).model_dump(), version=outcome.version)
 
 
@@ -48,7 +44,7 @@ async def change_member(account_id: AccountId, email: str, body: ChangeMemberReq
     command = ChangeMember(actor=claims.sub, email=email, role=body.role, rights=body.rights)
     outcome = await service.handle(account_id, command, actor_email=token_email(claims), if_match=if_match)
     member = outcome.state.members[normalize_email(email)]
-    _etag(response, outcome.version)
+    set_etag(response, outcome.version)
     return MemberWriteView(**MemberView.of(member).model_dump(), version=outcome.version)
 
 
@@ -58,5 +54,5 @@ async def remove_member(account_id: AccountId, email: str, claims: Claims, servi
                         if_match: IfMatch, response: Response):
     command = RemoveMember(actor=claims.sub, email=email)
     outcome = await service.handle(account_id, command, actor_email=token_email(claims), if_match=if_match)
-    _etag(response, outcome.version)
+    set_etag(response, outcome.version)
     return VersionView(version=outcome.version)
